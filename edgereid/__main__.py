@@ -1,0 +1,5 @@
+import sys
+
+from edgereid.cli import main
+
+sys.exit(main())

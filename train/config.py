@@ -1,0 +1,183 @@
+"""Configuration dataclasses: everything needed to rebuild a model from its checkpoint.
+
+A checkpoint folder holds ``model.safetensors`` plus ``config.json`` = ``ModelConfig.to_dict()``
+(and training metadata). ``ModelConfig.from_dict`` is the only way a model is rebuilt, so every
+structural change (pruned heads, kept tokens, compressed embedding, int8 scale) lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Width/depth/heads of the supported ViT sizes (patch 16). `micro` is for tests and toy runs.
+VIT_SIZES: dict[str, dict[str, int]] = {
+    "vit_micro": {"embed_dim": 48, "depth": 2, "num_heads": 3},
+    "vit_tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3},
+    "vit_small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+    "vit_base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+}
+
+
+@dataclass
+class BackboneConfig:
+    """The ViT trunk, including its pruning plan.
+
+    heads_per_layer: heads each block keeps (None = ``num_heads`` everywhere). Head pruning is
+        physical: a block with h heads has qkv of 3*h*head_dim rows and proj of h*head_dim columns.
+    kv_keep: per block, the token positions kept as keys/values (``kv`` token pruning; position 0
+        is the cls token and is always kept), or None for a block that keeps all of them.
+    drop_layers / drop_keep: ``drop`` token pruning: after attention in each listed block keep the
+        top ``ceil(drop_keep * n)`` non-cls tokens by cls attention and fuse the rest into one token.
+    """
+
+    name: str = "vit_tiny"
+    img_size: tuple[int, int] = (256, 128)
+    patch_size: int = 16
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.1
+    heads_per_layer: list[int] | None = None
+    kv_keep: list[list[int] | None] | None = None
+    drop_layers: list[int] = field(default_factory=list)
+    drop_keep: float = 0.7
+
+    @classmethod
+    def for_size(cls, name: str, **overrides: Any) -> BackboneConfig:
+        if name not in VIT_SIZES:
+            raise ValueError(f"unknown backbone {name!r}: expected one of {sorted(VIT_SIZES)}")
+        return cls(name=name, **{**VIT_SIZES[name], **overrides})
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid
+        return gh * gw
+
+    def heads(self, layer: int) -> int:
+        return self.heads_per_layer[layer] if self.heads_per_layer is not None else self.num_heads
+
+    def validate(self) -> None:
+        h, w = self.img_size
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.heads_per_layer is not None:
+            if len(self.heads_per_layer) != self.depth:
+                raise ValueError(f"heads_per_layer has {len(self.heads_per_layer)} entries, expected depth={self.depth}")
+            if any(not 1 <= h <= self.num_heads for h in self.heads_per_layer):
+                raise ValueError(f"heads_per_layer {self.heads_per_layer}: each must be in 1..{self.num_heads}")
+        if self.kv_keep is not None and len(self.kv_keep) != self.depth:
+            raise ValueError(f"kv_keep has {len(self.kv_keep)} entries, expected depth={self.depth}")
+        if any(not 0 <= layer < self.depth for layer in self.drop_layers):
+            raise ValueError(f"drop_layers {self.drop_layers} must be block indices in 0..{self.depth - 1}")
+        if self.drop_layers and not 0.0 < self.drop_keep <= 1.0:
+            raise ValueError(f"drop_keep must be in (0, 1], got {self.drop_keep}")
+
+
+@dataclass
+class EmbeddingConfig:
+    """The deployable embedding: compression head + optional quantisation (ALGORITHMS.md section 2).
+
+    kind: ``full`` (the cls token), ``slice`` (its first ``dim`` coordinates), ``lowrank``
+        (e = A^T f with A learnable, f_hat = B e feeds the neck), ``select`` (the coordinates listed in
+        ``kept_dims``: the result of iterative dimension pruning).
+    bits: 32 = float32 output; 8/4 = symmetric per-tensor integer codes; 1 = sign bits.
+    scale: the quantisation step (``None`` until calibrated or learned).
+    scale_mode: ``calibrated`` (running percentile of |e|, frozen late in training) or ``learned`` (LSQ).
+    qat: train with fake quantisation in the loop (False = post-training quantisation).
+    """
+
+    kind: str = "full"
+    dim: int | None = None
+    kept_dims: list[int] | None = None
+    bits: int = 32
+    scale: float | None = None
+    scale_mode: str = "calibrated"
+    qat: bool = False
+    percentile: float = 99.99
+
+    def out_dim(self, width: int) -> int:
+        if self.kind == "full":
+            return width
+        if self.kind == "select":
+            if not self.kept_dims:
+                raise ValueError("embedding kind 'select' needs kept_dims")
+            return len(self.kept_dims)
+        if self.dim is None or not 1 <= self.dim <= width:
+            raise ValueError(f"embedding kind {self.kind!r} needs dim in 1..{width}, got {self.dim}")
+        return self.dim
+
+    def validate(self, width: int) -> None:
+        if self.kind not in ("full", "slice", "lowrank", "select"):
+            raise ValueError(f"embedding kind {self.kind!r}: expected full, slice, lowrank or select")
+        if self.bits not in (32, 8, 4, 1):
+            raise ValueError(f"embedding bits {self.bits}: expected 32, 8, 4 or 1")
+        if self.scale_mode not in ("calibrated", "learned"):
+            raise ValueError(f"scale_mode {self.scale_mode!r}: expected calibrated or learned")
+        self.out_dim(width)
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    num_classes: int = 0
+    head: str = "cls"  # "cls" (cls token embedding) or "la" (LA-Transformer stripes)
+    la_lambda: float = 8.0
+    la_bottleneck: int = 256
+    neck_feat: str = "after"  # embedding fed to the classifier through the BNNeck
+
+    def validate(self) -> None:
+        self.backbone.validate()
+        self.embedding.validate(self.feature_dim)
+        if self.head not in ("cls", "la"):
+            raise ValueError(f"head {self.head!r}: expected cls or la")
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the backbone feature the embedding head compresses."""
+        if self.head == "la":
+            return self.backbone.embed_dim * self.backbone.grid[0]
+        return self.backbone.embed_dim
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the deployable embedding."""
+        return self.embedding.out_dim(self.feature_dim)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        try:
+            bb = dict(data["backbone"])
+            bb["img_size"] = tuple(bb["img_size"])
+            backbone = _build(BackboneConfig, bb, "backbone")
+            embedding = _build(EmbeddingConfig, dict(data.get("embedding", {})), "embedding")
+        except KeyError as exc:
+            raise ValueError(f"model config is missing the field {exc.args[0]!r}") from None
+        rest = {k: v for k, v in data.items() if k not in ("backbone", "embedding")}
+        cfg = _build(cls, {**rest, "backbone": backbone, "embedding": embedding}, "model")
+        cfg.validate()
+        return cfg
+
+
+def _build(klass: type, data: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(klass)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where} config has unknown fields {unknown}; expected a subset of {sorted(names)}")
+    return klass(**data)
