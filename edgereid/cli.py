@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # (module, description) in pipeline order; a stage whose extra is not installed is skipped with a note.
@@ -42,7 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as exc:
+        # Bad input (a missing folder, a wrong layout, a config field) is reported, not traced back.
+        # EDGEREID_DEBUG=1 shows the traceback for bug reports.
+        if os.environ.get("EDGEREID_DEBUG"):
+            raise
+        print(f"edgereid {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

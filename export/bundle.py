@@ -1,0 +1,397 @@
+"""Assemble a deployment bundle (docs/bundle-format.md) for one target from a checkpoint.
+
+Targets:
+- ``onnx``: float ONNX (``model.onnx``) + symmetric Q/DQ int8 ONNX (``model.int8.qdq.onnx``).
+- ``cpu``: the same ONNX + OpenVINO IR f32 (``openvino/``) + NNCF int8 IR (``openvino-int8/``).
+- ``jetson``: the ONNX graphs ready for TensorRT (+ ``*.jp5.onnx`` LayerNorm-decomposed copies
+  with ``jetpack=5``), TensorRT engines when TensorRT is importable here, and always
+  ``BUILD_ENGINE.md`` with the exact on-device build commands.
+
+Every float graph is parity-checked against PyTorch (onnxruntime and OpenVINO f32, 1e-4); every
+int8 artefact is compared with float32 (embedding cosine, and mAP/rank-1 on the data set's
+query/gallery when one is given); the numbers go into the manifest. Calibration images come from
+the TRAIN split only. The bundle is built in a temporary sibling folder and moved into place at
+the end, so a failed export never leaves a half bundle or destroys an existing one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgereid.calibration.calib_set import (
+    CalibrationConfig,
+    calibration_set_from_dataset,
+    load_calibration_images,
+)
+from edgereid.runtime.bundle import BundleWriter
+
+from .onnx_export import DeployableReID, export_onnx
+from .parity import cosine_stats, parity_report
+
+TARGETS = ("onnx", "cpu", "jetson")
+
+
+@dataclass
+class ExportOptions:
+    """What ``edgereid export`` does; defaults give a static batch-1 float-output bundle.
+
+    output: ``embedding`` (float32) or ``codes`` (int8 levels; needs a quantised embedding).
+    store_bits: gallery code width recorded for a float (non-quantised) model (8, 4, 1 or 32).
+    max_map_drop: the accuracy budget of an int8 artefact, in mAP points (reported, and warned on).
+    """
+
+    target: str = "onnx"
+    data: str | None = None
+    dataset: str = "market1501"
+    jetpack: int | None = None
+    calib_size: int = 256
+    calib_seed: int = 0
+    dynamic_batch: bool = False
+    batch_size: int = 1
+    output: str = "embedding"
+    store_bits: int = 8
+    opset: int = 17
+    parity_images: int = 16
+    parity_tol: float = 1e-4
+    evaluate: bool = True
+    max_map_drop: float = 0.5
+    overwrite: bool = False
+    build_engine: bool = True
+
+    def validate(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target {self.target!r}: expected one of {', '.join(TARGETS)}")
+        if self.jetpack not in (None, 5, 6):
+            raise ValueError(f"jetpack {self.jetpack!r}: expected 5 or 6 (or none)")
+        if self.jetpack is not None and self.target != "jetson":
+            raise ValueError("--jetpack applies to --target jetson only")
+        if self.calib_size < 1:
+            raise ValueError(f"calib_size must be >= 1, got {self.calib_size}")
+        if self.store_bits not in (32, 8, 4, 1):
+            raise ValueError(f"store_bits {self.store_bits}: expected 32, 8, 4 or 1")
+
+
+def _log(msg: str) -> None:
+    print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+
+def _model_section(model) -> dict[str, Any]:
+    from edgereid.train.prune.cost import count_macs, count_params
+
+    cfg = model.sync_config()
+    bb = cfg.backbone
+    blocks = model.backbone.blocks
+    kv_tokens = [len(b.attn.kv_index) if b.attn.kv_index is not None else b.tokens_in for b in blocks]
+    return {
+        "architecture": model.pretrained_cfg["architecture"],
+        "config": cfg.to_dict(),
+        "params": int(count_params(model)["deploy"]),
+        "macs": int(count_macs(model)["total"]),
+        "pruning": {
+            "heads_per_layer": bb.heads_per_layer,
+            "tokens_per_layer": model.backbone.tokens_per_layer,
+            "kv_tokens_per_layer": kv_tokens,
+            "drop_layers": list(bb.drop_layers), "drop_keep": bb.drop_keep if bb.drop_layers else None,
+        },
+    }
+
+
+def _default_scale(bits: int, dim: int) -> float:
+    """Scale when no calibration data is given: one that can never clip a unit-norm coordinate."""
+    if bits == 32:
+        return 1.0
+    if bits == 1:
+        return float(1.0 / np.sqrt(dim))
+    return 1.0 / (127 if bits == 8 else 7)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out} exists and is not empty; pass --overwrite to replace it (the old bundle is "
+                         "removed only after the new one is complete)")
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    _check_out(out, overwrite)
+    tmp = out.with_name(f".{out.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _finish(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def export_bundle(ckpt, out: str | Path, opts: ExportOptions | None = None, dataset: Any = None) -> Path:
+    """Export ``ckpt`` (a checkpoint folder or a ReIDModel) to the bundle folder ``out``.
+
+    ``dataset``: an already loaded data set (``.train/.query/.gallery`` records) instead of
+    ``opts.data``; only ``.train`` is read for calibration, query/gallery only for accuracy.
+    """
+    from edgereid.train.checkpoint import load_model
+
+    opts = opts or ExportOptions()
+    opts.validate()
+    out = Path(out)
+    _check_out(out, opts.overwrite)  # before any slow work
+    model = load_model(ckpt) if isinstance(ckpt, (str, Path)) else ckpt.eval()
+    if dataset is None and opts.data:
+        from edgereid.train.data import build_dataset
+
+        dataset = build_dataset(opts.dataset, opts.data)
+    work = _prepare_out(out, opts.overwrite)
+    try:
+        _build(model, dataset, work, opts)
+        _finish(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
+
+
+def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
+    from .onnx_export import input_spec
+
+    batch = None if opts.dynamic_batch else opts.batch_size
+    spec_in = input_spec(model, "dynamic" if opts.dynamic_batch else opts.batch_size)
+    notes: list[str] = []
+
+    # 1. calibration set (train split only) -------------------------------------------------
+    calib_images = None
+    calibration: dict[str, Any] = {"images": 0, "source": None}
+    if dataset is not None:
+        calib = calibration_set_from_dataset(dataset, CalibrationConfig(size=opts.calib_size, seed=opts.calib_seed))
+        calib.write_list(root / "calibration" / "calibration_list.txt")
+        calib_images = load_calibration_images(calib.paths, spec_in)
+        calibration = {**calib.summary(), "list": "calibration/calibration_list.txt"}
+        _log(f"calibration set: {len(calib.records)} train images, {calibration['identities']} identities")
+    else:
+        notes.append("no --data: parity on random inputs, no int8 artefacts, no accuracy")
+
+    # 2. the embedding scale (QAT: from the model; otherwise calibrated on the train split) ------
+    quant = model.quant
+    emb_bits = quant.bits if quant.enabled else opts.store_bits
+    scale_info: dict[str, Any]
+    if quant.enabled and quant.has_scale:
+        scale_info = {"scale": float(quant.scale.detach().abs()), "scale_source": "qat" if quant.qat else "checkpoint"}
+    elif calib_images is not None:
+        from edgereid.calibration.embedding_scale import calibrate_embedding_scale
+
+        floats = DeployableReID(model, "embedding")  # no scale yet: float output
+        emb = _run_torch(floats, calib_images)
+        scale_info = calibrate_embedding_scale(emb, bits=emb_bits, percentile=model.cfg.embedding.percentile)
+    else:
+        scale_info = {"scale": _default_scale(emb_bits, model.cfg.embed_dim),
+                      "scale_source": "default (no calibration data; pass --data)"}
+    if quant.enabled and not quant.has_scale:
+        quant.scale.data.fill_(scale_info["scale"])  # PTQ: the exported graph quantises with it
+        model.sync_config()
+    calibration["embedding_scale"] = scale_info
+
+    # 3. float ONNX + checks ----------------------------------------------------------------
+    res = export_onnx(model, root / "model.onnx", output=opts.output, dynamic_batch=opts.dynamic_batch,
+                      batch_size=opts.batch_size, opset=opts.opset, scale_source=scale_info["scale_source"])
+    _log(f"model.onnx: opset {opts.opset}, checks passed ({len(res.checks['op_types'])} op types)")
+    codes = opts.output == "codes"
+    embedding = {
+        "output_name": opts.output, "output": "codes" if codes else "float32", "dim": int(model.cfg.embed_dim),
+        "bits": int(emb_bits), "scale": float(scale_info["scale"]), "metric": "l2", "normalized": True,
+        "scale_source": str(scale_info["scale_source"]),
+    }
+    reference = DeployableReID(model, opts.output)
+    graph_scale = res.embedding["scale"]  # None for a float model: its graph output is not quantised
+
+    # parity inputs: real train images when a data set is given
+    if calib_images is not None:
+        n = min(opts.parity_images, len(calib_images))
+        px = calib_images[: max(n - n % (batch or 1), batch or 1)]
+        if len(px) < (batch or 1):
+            px = np.concatenate([px] * (batch or 1))[: batch]
+    else:
+        rng = np.random.default_rng(0)
+        px = rng.standard_normal((max(opts.parity_images - opts.parity_images % (batch or 1), batch or 1), 3,
+                                  spec_in["height"], spec_in["width"])).astype(np.float32)
+    float_graphs: dict[str, Path] = {"onnx-fp32": root / "model.onnx"}
+    artifacts: list[tuple] = [("onnx-fp32", "onnxruntime", "fp32", {"model": "model.onnx"}, {})]
+    int8_graphs: dict[str, tuple[str, Path]] = {}  # name -> (kind, path)
+
+    # 4. int8 Q/DQ ONNX (every target) ---------------------------------------------------------
+    checks: dict[str, Any] = {"model.onnx": res.checks}
+    if calib_images is not None:
+        from edgereid.calibration.onnx_qdq import quantize_onnx_qdq
+
+        qdq = quantize_onnx_qdq(root / "model.onnx", root / "model.int8.qdq.onnx", calib_images, batch=batch)
+        checks["model.int8.qdq.onnx"] = qdq
+        artifacts.append(("onnx-int8-qdq", "onnxruntime", "int8", {"model": "model.int8.qdq.onnx"},
+                          {"notes": "symmetric Q/DQ (zero points 0, per-channel weights): TensorRT 10 explicit int8"}))
+        int8_graphs["onnx-int8-qdq"] = ("onnxruntime", root / "model.int8.qdq.onnx")
+        _log(f"model.int8.qdq.onnx: {qdq['qdq_nodes']} Q/DQ nodes, zero points all 0")
+
+    # 5. per-target artefacts ------------------------------------------------------------------
+    default = "onnx-fp32"
+    if opts.target == "cpu":
+        from .openvino_ir import convert_to_ir
+
+        convert_to_ir(root / "model.onnx", root / "openvino" / "model.xml")
+        float_graphs["openvino-fp32"] = root / "openvino" / "model.xml"
+        artifacts.append(("openvino-fp32", "openvino", "fp32",
+                          {"xml": "openvino/model.xml", "bin": "openvino/model.bin"}, {}))
+        default = "openvino-fp32"
+        if calib_images is not None:
+            from edgereid.calibration.nncf_openvino import quantize_openvino_int8
+
+            quantize_openvino_int8(root / "model.onnx", calib_images, root / "openvino-int8" / "model.xml",
+                                   batch=batch or 1)
+            artifacts.append(("openvino-int8", "openvino", "int8",
+                              {"xml": "openvino-int8/model.xml", "bin": "openvino-int8/model.bin"},
+                              {"notes": "NNCF post-training quantisation, model_type=TRANSFORMER"}))
+            int8_graphs["openvino-int8"] = ("openvino", root / "openvino-int8" / "model.xml")
+            default = "openvino-int8"
+    build_engine_md, engine_sources = None, {}
+    if opts.target == "jetson":
+        default, build_engine_md, engine_sources = _jetson(root, opts, spec_in, calib_images is not None,
+                                                           float_graphs, artifacts, checks, notes)
+        if (root / "model.int8.qdq.jp5.onnx").exists():
+            int8_graphs["onnx-int8-qdq-jp5"] = ("onnxruntime", root / "model.int8.qdq.jp5.onnx")
+
+    # 6. parity of every float graph, cosine of every int8 graph ---------------------------------
+    parity = parity_report(reference, px, {k: v for k, v in float_graphs.items()}, batch=batch,
+                           tol=opts.parity_tol, scale=graph_scale, codes=codes)
+    _log("parity vs PyTorch: " + ", ".join(f"{k} {v}" for k, v in parity.items() if isinstance(v, dict)))
+    accuracy: dict[str, Any] = {}
+    if int8_graphs:
+        from .runners import onnxruntime_runner, openvino_runner
+
+        ref = _run_torch(reference, px)
+        for name, (kind, path) in int8_graphs.items():
+            run = onnxruntime_runner(path, batch) if kind == "onnxruntime" else openvino_runner(path, batch)
+            got = run(px)
+            parity[name] = {"cosine_to_torch_fp32": cosine_stats(_deq(ref, codes, graph_scale),
+                                                                 _deq(got, codes, graph_scale))}
+        if dataset is not None and opts.evaluate:
+            accuracy = _accuracy(dataset, spec_in, reference, float_graphs, int8_graphs, batch, codes, graph_scale,
+                                 opts.max_map_drop)
+
+    # 7. manifest ---------------------------------------------------------------------------
+    writer = BundleWriter(root, input=spec_in, embedding=embedding, model=_model_section(model), target=opts.target)
+    for name, backend, precision, files, extra in artifacts:
+        writer.add_artifact(name, backend, precision, files, default=(name == default), **extra)
+    writer.set("default_artifact", default)
+    writer.set("calibration", calibration)
+    writer.set("parity", parity)
+    writer.set("accuracy", accuracy)
+    reference = accuracy.get("torch-fp32", {}) if accuracy else {}
+    if reference.get("open_set", {}).get("threshold") is not None:
+        writer.set("open_set", reference["open_set"])
+    writer.set("checks", checks)
+    if build_engine_md:
+        writer.set("build_engine", writer.add_file("build_engine", build_engine_md.name))
+    if notes:
+        writer.set("notes", notes)
+    writer.write()
+    if engine_sources:  # TensorRT is importable here: build with the device-side builder, which registers them
+        from edgereid.runtime.engine_build import EngineBuildConfig, build_engine
+
+        for precision, source in engine_sources.items():
+            entry = build_engine(root, EngineBuildConfig(precision=precision, source_artifact=source, make_default=True))
+            _log(f"built {entry['name']} from {source}")
+
+
+def _jetson(root: Path, opts: ExportOptions, spec_in: dict, have_int8: bool, float_graphs: dict, artifacts: list,
+            checks: dict, notes: list) -> tuple[str, Path, dict[str, str]]:
+    from .layernorm_decompose import decompose_file
+    from .onnx_checks import check_onnx
+    from .tensorrt_engine import build_instructions, tensorrt_available
+
+    sources = {"fp16": "model.onnx"}
+    if have_int8:
+        sources["int8"] = "model.int8.qdq.onnx"
+    if opts.jetpack == 5:
+        for precision, name in list(sources.items()):
+            jp5 = name.replace(".onnx", ".jp5.onnx")
+            count = decompose_file(root / name, root / jp5)
+            checks[jp5] = {"layernorm_decomposed": count,
+                           **check_onnx(root / jp5, opset=opts.opset, dynamic_batch=opts.dynamic_batch,
+                                        batch_size=opts.batch_size)}
+            art = "onnx-fp32-jp5" if precision == "fp16" else "onnx-int8-qdq-jp5"
+            artifacts.append((art, "onnxruntime", "fp32" if precision == "fp16" else "int8", {"model": jp5},
+                              {"notes": "LayerNormalization decomposed for TensorRT 8.5 (JetPack 5)"}))
+            if precision == "fp16":
+                float_graphs[art] = root / jp5
+            sources[precision] = jp5
+    shape = (opts.batch_size if not opts.dynamic_batch else -1, 3, spec_in["height"], spec_in["width"])
+    default = "onnx-fp32"
+    reason = None
+    names = {"model.onnx": "onnx-fp32", "model.int8.qdq.onnx": "onnx-int8-qdq", "model.jp5.onnx": "onnx-fp32-jp5",
+             "model.int8.qdq.jp5.onnx": "onnx-int8-qdq-jp5"}
+    engine_sources: dict[str, str] = {}
+    if opts.build_engine and tensorrt_available():
+        # Built after the manifest is written, by the runtime's builder (it registers each engine).
+        engine_sources = {precision: names[name] for precision, name in sources.items()}
+    else:
+        reason = ("TensorRT is not importable on the exporting machine" if opts.build_engine
+                  else "engine building was turned off (--no-engine)")
+        msg = (f"{reason}: the bundle holds the ONNX graphs ready for TensorRT; build the engine on the Jetson "
+               "with the commands in BUILD_ENGINE.md (`reid-runtime build-engine --bundle BUNDLE`)")
+        notes.append(msg)
+        _log(msg)
+    md = root / "BUILD_ENGINE.md"
+    graphs = {precision: (name, names[name]) for precision, name in sources.items()}
+    md.write_text(build_instructions(graphs, spec_in["name"], shape, opts.dynamic_batch, opts.jetpack, reason))
+    return default, md, engine_sources
+
+
+def _run_torch(module, x: np.ndarray) -> np.ndarray:
+    from .runners import torch_runner
+
+    return torch_runner(module)(x)
+
+
+def _deq(y: np.ndarray, codes: bool, scale: float | None) -> np.ndarray:
+    return y.astype(np.float32) * np.float32(scale) if codes else y.astype(np.float32)
+
+
+def _accuracy(dataset, spec_in: dict, reference, float_graphs: dict, int8_graphs: dict, batch: int | None,
+              codes: bool, scale: float | None, max_map_drop: float) -> dict[str, Any]:
+    from .accuracy import evaluate_runners
+    from .runners import onnxruntime_runner, openvino_runner, torch_runner
+
+    runners = {"torch-fp32": torch_runner(reference)}
+    baseline_of: dict[str, str] = {}
+    for name, (kind, path) in int8_graphs.items():
+        runners[name] = onnxruntime_runner(path, batch) if kind == "onnxruntime" else openvino_runner(path, batch)
+        baseline_of[name] = "torch-fp32"
+    code_scale = {n: scale for n in runners} if codes else None
+    _log(f"accuracy on {len(dataset.query)} query / {len(dataset.gallery)} gallery images: {', '.join(runners)}")
+    results = evaluate_runners(dataset.query, dataset.gallery, spec_in, runners, "torch-fp32", code_scale)
+    for name, base in baseline_of.items():
+        drop = 100.0 * (results[base]["mAP"] - results[name]["mAP"])
+        results[name]["mAP_drop_points"] = drop
+        results[name]["within_budget"] = bool(drop <= max_map_drop)
+        if drop > max_map_drop:
+            _log(f"WARNING: {name} loses {drop:.2f} mAP points against {base} (budget {max_map_drop})")
+    return results
+
+
+def describe(out: Path) -> str:
+    manifest = json.loads((out / "manifest.json").read_text())
+    arts = ", ".join(f"{a['name']} ({a['backend']}, {a['precision']})" for a in manifest["artifacts"])
+    return f"bundle {out}: target {manifest['target']}, artifacts: {arts}; default {manifest['default_artifact']}"

@@ -1,0 +1,737 @@
+"""``reid-runtime``: the on-device command (numpy + Pillow + onnxruntime; never torch).
+
+The default command is the matching loop::
+
+    reid-runtime --bundle B --gallery store.bin [IMAGES... | -]
+
+which embeds each image, searches the gallery and prints one JSON line per image. Subcommands
+(``enroll``, ``query``, ``info``, ``remove``, ``compact``, ``verify``, ``eval``, ``bench``,
+``build-engine``) must come first: ``reid-runtime enroll --bundle B ...``.
+``docs/runtime.md`` is the reference, including the exit codes below.
+
+Bad input never produces a traceback: a bad bundle, store or argument is one ``error:`` line on
+stderr and exit code 2; a bad image is one JSON error line and the stream carries on (exit code 1
+at the end). ``EDGEREID_DEBUG=1`` shows tracebacks for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+__all__ = ["main", "build_parsers", "EXIT_OK", "EXIT_IMAGE_ERRORS", "EXIT_USAGE", "EXIT_VERIFY_FAILED",
+           "EXIT_BACKEND_UNAVAILABLE", "EXIT_INTERNAL", "COMMANDS"]
+
+EXIT_OK = 0  # everything done
+EXIT_IMAGE_ERRORS = 1  # done, but some images could not be used (their JSON error lines say why)
+EXIT_USAGE = 2  # bad arguments or bad input refused: bundle, store, spec mismatch, folder
+EXIT_VERIFY_FAILED = 3  # `verify` found a damaged bundle or store
+EXIT_BACKEND_UNAVAILABLE = 4  # the requested backend's library or device is not available here
+EXIT_INTERNAL = 5  # a bug in edgereid (the traceback is printed)
+EXIT_INTERRUPTED = 130  # Ctrl-C (what a shell reports for SIGINT)
+
+PROG = "reid-runtime"
+
+
+class UsageError(ValueError):
+    """A command-line combination that cannot work (reported as exit code 2)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# argument groups shared by several commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def _add_bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("model bundle")
+    g.add_argument("--bundle", required=required, metavar="DIR",
+                   help="bundle folder written by `edgereid export` (holds manifest.json); its files are "
+                        "checked against their SHA-256 before use")
+    g.add_argument("--backend", choices=("onnxruntime", "openvino", "tensorrt"), default=None,
+                   help="inference backend (default: the manifest's default artifact's backend)")
+    g.add_argument("--precision", default=None, metavar="P",
+                   help="artifact precision to run, e.g. fp32, fp16, int8 (default: the default artifact's)")
+    g.add_argument("--artifact", default=None, metavar="NAME",
+                   help="run this artifact of the manifest by name (overrides --backend/--precision)")
+    g.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
+                   help="images embedded per backend call (default 16); a fixed-batch graph uses its own size")
+    g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="backend intra-op threads (default: the backend's own choice)")
+    g.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                   help="refuse images with more pixels than this before decoding them (default 40000000)")
+    g.add_argument("--ov-inference-precision", default=None, metavar="P",
+                   help="OpenVINO only: INFERENCE_PRECISION_HINT (default f32 for fp32 artifacts; bf16/f16 "
+                        "are faster but change embeddings by about 1e-2)")
+
+
+def _add_gallery_args(p: argparse.ArgumentParser, required: bool = True, create: bool = True) -> None:
+    g = p.add_argument_group("gallery store")
+    g.add_argument("--gallery", required=required, metavar="STORE",
+                   help="gallery store file (store.bin); its embedding spec must equal the bundle's")
+    if create:
+        g.add_argument("--create", action="store_true",
+                       help="create the gallery with the bundle's embedding spec if it does not exist "
+                            "(without this flag a missing gallery is an error)")
+
+
+def _add_match_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("matching")
+    g.add_argument("--threshold", type=_non_negative_float, default=None, metavar="D",
+                   help="open-set distance threshold: the nearest gallery entry matches when its distance "
+                        "(Euclidean, between normalised embeddings, 0..2) is <= D, else the image is "
+                        "'unknown'. Default: the manifest's open_set.threshold; with neither, no "
+                        "decision is made (decision null, identity = nearest)")
+    g.add_argument("--topk", type=_positive_int, default=5, metavar="K",
+                   help="how many nearest gallery results to list per image (default 5)")
+    g.add_argument("--per-identity", action="store_true",
+                   help="list each identity once (at its best entry's distance) instead of every entry")
+
+
+def _add_output_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", "-o", default=None, metavar="FILE",
+                   help="write the JSON lines to FILE instead of stdout")
+
+
+# ---------------------------------------------------------------------------------------------
+# parsers
+# ---------------------------------------------------------------------------------------------
+
+COMMANDS: dict[str, str] = {
+    "match": "the matching loop (the default command): embed, search, decide, optionally enrol unknowns",
+    "enroll": "add a folder of images to the gallery (identities from Market names, sub-folders or --identity)",
+    "query": "search the gallery for images or folders of images (read-only)",
+    "info": "describe a gallery store (header, counts, identities) and/or a bundle",
+    "remove": "remove identities from the gallery (tombstones; space comes back with compact)",
+    "compact": "rewrite the gallery with only its live entries (atomic rename)",
+    "verify": "check a bundle's file hashes and/or a gallery's checksums",
+    "eval": "rank-1/mAP of the bundle on a Market-style query/gallery folder pair",
+    "bench": "latency/throughput of embedding and search, peak memory (JSON + Markdown)",
+    "build-engine": "build a TensorRT engine from the bundle's ONNX on this device and add it to the bundle",
+}
+
+
+def _epilog() -> str:
+    lines = ["commands (give the command first, e.g. `reid-runtime enroll --help`):"]
+    lines += [f"  {name:<13} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "exit codes: 0 ok; 1 some images failed (JSON error lines); 2 bad arguments or input refused "
+              "(bundle, store, spec mismatch); 3 verify found damage; 4 backend not available; 5 internal error (a bug); "
+              "130 interrupted"]
+    return "\n".join(lines)
+
+
+def _match_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Match person crops against a gallery: one JSON line per image "
+                    '{"image", "identity", "distance", "decision": "match"|"unknown", "topk": [...]}, '
+                    'or {"image", "error"} for an image that cannot be used.',
+        epilog=_epilog())
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files or folders (searched recursively); '-' reads paths from stdin, one per line")
+    _add_bundle_args(p)
+    _add_gallery_args(p)
+    _add_match_args(p)
+    g = p.add_argument_group("open-set enrolment")
+    g.add_argument("--enroll-unknown", action="store_true",
+                   help="store each unknown image under a new identity (<prefix>000001, ...), so the same "
+                        "person seen again later matches it; needs a threshold")
+    g.add_argument("--unknown-prefix", default="unk-", metavar="TEXT",
+                   help="prefix of identities made by --enroll-unknown (default 'unk-')")
+    _add_output_arg(p)
+    p.set_defaults(func=cmd_match, command="match")
+    return p
+
+
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    """One parser per command (``match`` is also the top-level one)."""
+    parsers: dict[str, argparse.ArgumentParser] = {"match": _match_parser()}
+
+    def sub(name: str, description: str) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(prog=f"{PROG} {name}", description=description)
+        parsers[name] = p
+        p.set_defaults(command=name)
+        return p
+
+    p = sub("enroll", "Embed every image of a folder and add it to the gallery under its identity. Prints "
+                      "one JSON error line per unusable image and a JSON summary at the end.")
+    p.add_argument("folder", metavar="FOLDER", help="folder of images")
+    p.add_argument("--naming", choices=("auto", "market", "folders"), default="auto",
+                   help="where identities come from: market = file names like 0002_c1s1_000451_03.jpg "
+                        "(pid 2, camera 1; junk -1 and distractors 0 skipped), folders = one sub-folder per "
+                        "identity, auto = market if every file name matches, else folders (default)")
+    p.add_argument("--identity", default=None, metavar="ID",
+                   help="give every image of FOLDER (recursively) this identity instead (an integer if it "
+                        "looks like one)")
+    _add_bundle_args(p)
+    _add_gallery_args(p)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub("query", "Search the gallery for images (read-only: nothing is enrolled). One JSON line per image.")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files or folders (recursively); '-' reads paths from stdin")
+    _add_bundle_args(p)
+    _add_gallery_args(p, create=False)
+    _add_match_args(p)
+    _add_output_arg(p)
+    p.set_defaults(func=cmd_query)
+
+    p = sub("info", "Describe a gallery store and/or a bundle as one JSON object on stdout.")
+    p.add_argument("--gallery", default=None, metavar="STORE", help="gallery store to describe")
+    p.add_argument("--bundle", default=None, metavar="DIR", help="bundle to describe (hashes are not checked: "
+                                                                 "use verify)")
+    p.add_argument("--max-identities", type=int, default=50, metavar="N",
+                   help="list at most N identities with their entry counts (default 50; 0 lists all)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub("remove", "Remove every entry of the given identities from the gallery (appends a tombstone).")
+    p.add_argument("identities", nargs="+", metavar="ID", help="identities to remove")
+    p.add_argument("--gallery", required=True, metavar="STORE", help="gallery store file")
+    p.add_argument("--id-type", choices=("auto", "int", "str"), default="auto",
+                   help="how to read each ID: auto = an integer if the gallery has that integer identity, "
+                        "else the string (default); int; str")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub("compact", "Rewrite the gallery with only its live entries (new file + atomic rename).")
+    p.add_argument("--gallery", required=True, metavar="STORE", help="gallery store file")
+    p.set_defaults(func=cmd_compact)
+
+    p = sub("verify", "Check every file of a bundle against its SHA-256 and/or every record checksum of a "
+                      "gallery; with both, also that their embedding specs agree. Exit 3 on any problem.")
+    p.add_argument("--bundle", default=None, metavar="DIR", help="bundle to verify (all artifacts)")
+    p.add_argument("--gallery", default=None, metavar="STORE", help="gallery store to verify")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub("eval", "Evaluate the bundle on a Market-1501-style query/gallery folder pair (standard protocol: "
+                    "same identity and camera removed, junk -1 ignored): rank-1/5/10, mAP, mINP, for the "
+                    "stored codes and for the float embeddings.")
+    p.add_argument("--data", default=None, metavar="ROOT",
+                   help="Market-style root holding query/ and bounding_box_test/")
+    p.add_argument("--query", default=None, metavar="DIR", help="query folder (overrides ROOT/query)")
+    p.add_argument("--gallery-dir", default=None, metavar="DIR",
+                   help="gallery folder (overrides ROOT/bounding_box_test)")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON result to FILE")
+    _add_bundle_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    from .bench import add_bench_args
+    from .engine_build import add_build_engine_args
+
+    p = sub("bench", "Measure embedding latency (batch 1 and N), throughput, search latency and peak memory "
+                     "on this device; writes bench.json and bench.md.")
+    _add_bundle_args(p)
+    add_bench_args(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub("build-engine", "Build a TensorRT engine from the bundle's ONNX on this device (TensorRT 10+), "
+                            "write it into the bundle with its build log, and add it to the manifest.")
+    add_build_engine_args(p)
+    p.set_defaults(func=cmd_build_engine)
+
+    parsers["match"] = _match_parser(f"{PROG} match")
+    parsers["_top"] = _match_parser()
+    return parsers
+
+
+# ---------------------------------------------------------------------------------------------
+# shared plumbing
+# ---------------------------------------------------------------------------------------------
+
+
+def _note(text: str) -> None:
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+class _Out:
+    """JSON lines to stdout or a file, flushed per line (results stream while images arrive)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.fh: TextIO = open(path, "w", encoding="utf-8") if path else sys.stdout
+        self.lines = 0
+
+    @property
+    def where(self) -> str:
+        return self.path or "stdout"
+
+    def write(self, obj: dict) -> None:
+        self.fh.write(json.dumps(obj, default=_jsonable) + "\n")
+        self.fh.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        if self.path:
+            self.fh.close()
+
+
+def _embedder(args: argparse.Namespace):
+    from .embedder import Embedder, EmbedderConfig
+    from .preprocess import DEFAULT_MAX_PIXELS
+
+    options = {}
+    if getattr(args, "ov_inference_precision", None):
+        options["inference_precision"] = args.ov_inference_precision
+    cfg = EmbedderConfig(backend=args.backend, precision=args.precision, artifact=args.artifact,
+                         batch_size=args.batch_size, threads=args.threads,
+                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, backend_options=options)
+    return Embedder(args.bundle, cfg)
+
+
+def _open_store(path: str, spec, mode: str, create: bool):
+    """Open (or with ``create`` make) the gallery, refusing one whose spec differs from ``spec``."""
+    from .store import GalleryStore
+
+    if not os.path.exists(path):
+        if not create:
+            raise UsageError(f"gallery {path} does not exist; pass --create to make an empty one with the "
+                             f"bundle's embedding spec (dim={spec.dim}, bits={spec.bits}, scale={spec.scale:g}, "
+                             f"metric={spec.metric})")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UsageError(f"cannot create gallery {path}: folder {parent} does not exist")
+        store = GalleryStore.create(path, dim=spec.dim, bits=spec.bits, scale=spec.scale, metric=spec.metric)
+        _note(f"created gallery {path} (dim={spec.dim}, bits={spec.bits}, scale={spec.scale:g}, metric={spec.metric})")
+        if mode == "r":
+            store.close()
+            store = GalleryStore.open(path, "r", spec=spec)
+        return store
+    return GalleryStore.open(path, mode, spec=spec)
+
+
+def _expand_sources(items: Iterable[str], stdin: TextIO | None = None) -> Iterator[object]:
+    """Image arguments -> image paths: files as given, folders expanded, '-' = paths from stdin.
+
+    Stdin is live: when no further path is waiting, ``Embedder.FLUSH`` is yielded so the images
+    received so far are answered now rather than when a full batch has arrived.
+    """
+    from .embedder import Embedder
+    from .image_sources import list_images, read_path_lines
+
+    for item in items:
+        if item == "-":
+            yield from read_path_lines(stdin, idle_marker=Embedder.FLUSH)
+        elif os.path.isdir(item):
+            yield from (str(p) for p in list_images(item, recursive=True))
+        else:
+            yield item  # missing files become per-image errors, in order
+
+
+def _threshold(args: argparse.Namespace, bundle) -> float | None:
+    if args.threshold is not None:
+        return float(args.threshold)
+    open_set = bundle.manifest.get("open_set")
+    if isinstance(open_set, dict):
+        t = open_set.get("threshold")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0:
+            return float(t)
+    return None
+
+
+def _float_distance(d: np.ndarray, spec) -> np.ndarray:
+    """Store distances (codec units) -> Euclidean distance between the dequantised embeddings."""
+    from .codec import code_distance_to_float
+
+    return np.sqrt(np.maximum(code_distance_to_float(d, spec), 0.0))
+
+
+def _topk_lists(ids: np.ndarray, dist: np.ndarray, spec) -> list[list[dict]]:
+    fd = _float_distance(dist, spec)
+    out = []
+    for row_ids, row_d in zip(ids, fd):
+        out.append([{"identity": _jsonable(i), "distance": round(float(d), 6)}
+                    for i, d in zip(row_ids, row_d) if i is not None])
+    return out
+
+
+_UNK_RE_CACHE: dict[str, re.Pattern] = {}
+
+
+def _next_unknown_number(store, prefix: str) -> int:
+    pattern = _UNK_RE_CACHE.setdefault(prefix, re.compile(re.escape(prefix) + r"(\d+)$"))
+    numbers = [int(m.group(1)) for i in store.identities() if isinstance(i, str) and (m := pattern.match(i))]
+    return max(numbers, default=0) + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_matching(args: argparse.Namespace, writable: bool, create: bool) -> int:
+    from .matching import open_set_decision
+
+    enroll_unknown = bool(getattr(args, "enroll_unknown", False))
+    embedder = _embedder(args)
+    spec = embedder.spec
+    threshold = _threshold(args, embedder.bundle)
+    if enroll_unknown and threshold is None:
+        raise UsageError("--enroll-unknown needs a threshold: pass --threshold (the bundle's manifest has no "
+                         "open_set.threshold)")
+    if threshold is None:
+        _note("no --threshold and no open_set.threshold in the manifest: results carry the nearest identity "
+              "and decision null")
+    store = _open_store(args.gallery, spec, "a" if writable else "r", create)
+    out = _Out(args.output)
+    counts = {"images": 0, "match": 0, "unknown": 0, "undecided": 0, "enrolled": 0, "errors": 0}
+    next_unknown = _next_unknown_number(store, args.unknown_prefix) if enroll_unknown else 0
+    try:
+        for batch in embedder.iter_images(_expand_sources(args.images)):
+            results: dict[int, dict] = {}
+            for pos, err in batch.errors:
+                results[pos] = {"image": str(batch.sources[pos]), "error": err.reason}
+                counts["errors"] += 1
+            rows = range(len(batch.indices))
+            if not writable:
+                store.refresh()  # a long stream sees what another process enrolled meanwhile
+            if not enroll_unknown and len(store) > 0 and batch.indices:
+                ids, dist = store.search(batch.codes, args.topk, per_identity=args.per_identity)
+                lists = _topk_lists(ids, dist, spec)
+            else:
+                lists = None
+            for r in rows:
+                pos = batch.indices[r]
+                if enroll_unknown:  # one at a time: an unknown enrolled now must match the next frame
+                    if len(store) > 0:
+                        ids, dist = store.search(batch.codes[r:r + 1], args.topk, per_identity=args.per_identity)
+                        topk = _topk_lists(ids, dist, spec)[0]
+                    else:
+                        topk = []
+                else:
+                    topk = lists[r] if lists is not None else []
+                rec: dict[str, Any] = {"image": str(batch.sources[pos])}
+                nearest = topk[0] if topk else None
+                if threshold is None:
+                    rec.update(identity=nearest["identity"] if nearest else None,
+                               distance=nearest["distance"] if nearest else None, decision=None)
+                    counts["undecided"] += 1
+                elif nearest is not None and bool(open_set_decision(nearest["distance"], threshold)):
+                    rec.update(identity=nearest["identity"], distance=nearest["distance"], decision="match")
+                    counts["match"] += 1
+                else:
+                    rec.update(identity=None, distance=nearest["distance"] if nearest else None, decision="unknown")
+                    counts["unknown"] += 1
+                    if enroll_unknown:
+                        new_id = f"{args.unknown_prefix}{next_unknown:06d}"
+                        next_unknown += 1
+                        store.add([new_id], batch.codes[r:r + 1])
+                        rec["identity"] = new_id
+                        rec["enrolled"] = True
+                        counts["enrolled"] += 1
+                rec["topk"] = topk
+                results[pos] = rec
+            for pos in sorted(results):
+                out.write(results[pos])
+                counts["images"] += 1
+    finally:
+        out.close()
+        n_store = len(store)
+        store.close()
+        embedder.close()
+    _note(f"{counts['images']} images: {counts['match']} matched, {counts['unknown']} unknown"
+          + (f" ({counts['enrolled']} enrolled)" if enroll_unknown else "")
+          + (f", {counts['undecided']} without a decision (no threshold)" if counts["undecided"] else "")
+          + f", {counts['errors']} errors; results written to {out.where}; gallery {args.gallery} "
+            f"({n_store} entries)")
+    return EXIT_IMAGE_ERRORS if counts["errors"] else EXIT_OK
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    if not args.images:
+        raise UsageError("no images given: pass image paths or folders, or '-' to read paths from stdin "
+                         f"(see {PROG} --help)")
+    return _run_matching(args, writable=args.enroll_unknown, create=args.create)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    args.enroll_unknown = False
+    args.unknown_prefix = "unk-"
+    return _run_matching(args, writable=False, create=False)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .image_sources import labelled_images
+
+    images, notes = labelled_images(args.folder, args.naming, args.identity)
+    for n in notes:
+        _note(n)
+    embedder = _embedder(args)
+    store = _open_store(args.gallery, embedder.spec, "a", args.create)
+    enrolled = errors = 0
+    idents: set = set()
+    try:
+        offset = 0
+        for batch in embedder.iter_images([str(im.path) for im in images]):
+            for pos, err in batch.errors:
+                print(json.dumps({"image": str(batch.sources[pos]), "error": err.reason}), flush=True)
+                errors += 1
+            labels = [images[offset + i] for i in batch.indices]
+            offset += len(batch.sources)
+            if not labels:
+                continue
+            cams = [lab.camera for lab in labels]
+            store.add([lab.identity for lab in labels], batch.codes,
+                      cameras=np.asarray(cams, np.int64) if all(c is not None for c in cams) else None)
+            enrolled += len(labels)
+            idents.update(lab.identity for lab in labels)
+        n_store, n_ids = len(store), len(store.identities())
+    finally:
+        store.close()
+        embedder.close()
+    print(json.dumps({"gallery": args.gallery, "enrolled": enrolled, "identities_enrolled": len(idents),
+                      "errors": errors, "gallery_entries": n_store, "gallery_identities": n_ids,
+                      "notes": notes}), flush=True)
+    _note(f"enrolled {enrolled} images of {len(idents)} identities into {args.gallery} "
+          f"({n_store} entries); {errors} errors")
+    return EXIT_IMAGE_ERRORS if errors else EXIT_OK
+
+
+def _store_info(path: str, max_identities: int) -> dict:
+    from .store import GalleryStore
+
+    with GalleryStore.open(path, "r") as store:
+        idents = store.identities()
+        shown = idents if max_identities <= 0 else idents[:max_identities]
+        return {
+            "path": path,
+            "spec": store.spec.to_dict(),
+            "file_bytes": os.path.getsize(path),
+            "committed_bytes": store.committed_bytes,
+            "entries": len(store),
+            "rows": store.num_rows,
+            "identities": len(idents),
+            "identity_counts": [{"identity": i, "entries": store.count(i)} for i in shown],
+            "identities_listed": len(shown),
+        }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    if not args.gallery and not args.bundle:
+        raise UsageError("info needs --gallery and/or --bundle")
+    out: dict[str, Any] = {}
+    if args.gallery:
+        out["gallery"] = _store_info(args.gallery, args.max_identities)
+    if args.bundle:
+        from .bundle import load_bundle
+
+        out["bundle"] = load_bundle(args.bundle).summary()
+    print(json.dumps(out, indent=2, default=_jsonable), flush=True)
+    _note("info written to stdout")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from .image_sources import identity_from_text
+    from .store import GalleryStore
+
+    with GalleryStore.open(args.gallery, "a") as store:
+        targets, missing = [], []
+        for text in args.identities:
+            as_int = identity_from_text(text)
+            if args.id_type == "int":
+                candidates = [as_int] if isinstance(as_int, int) else []
+            elif args.id_type == "str":
+                candidates = [text]
+            else:  # an integer identity if the gallery has it, else the string
+                candidates = [as_int, text] if isinstance(as_int, int) else [text]
+            found = next((c for c in candidates if store.count(c) > 0), None)
+            if found is None:
+                missing.append(text)
+            elif found not in targets:
+                targets.append(found)
+        removed = store.remove(targets) if targets else 0
+        left = len(store)
+    print(json.dumps({"gallery": args.gallery, "removed_entries": removed, "removed_identities": targets,
+                      "not_found": missing, "entries_left": left}), flush=True)
+    if missing:
+        _note(f"not in the gallery: {', '.join(missing)}")
+    _note(f"removed {removed} entries of {len(targets)} identities from {args.gallery} (tombstone appended; "
+          f"run `{PROG} compact` to reclaim the space)")
+    if not targets:
+        raise UsageError(f"none of the identities {args.identities} is in {args.gallery}")
+    return EXIT_OK
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .store import GalleryStore
+
+    before = os.path.getsize(args.gallery)
+    with GalleryStore.open(args.gallery, "a") as store:
+        report = store.compact()
+    after = os.path.getsize(args.gallery)
+    print(json.dumps({"gallery": args.gallery, "bytes_before": before, "bytes_after": after,
+                      "live_entries": report.live_entries, "identities": report.identities, "ok": report.ok}),
+          flush=True)
+    _note(f"compacted {args.gallery}: {before} -> {after} bytes, {report.live_entries} entries")
+    return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .bundle import BundleError, load_bundle
+    from .store import GalleryStore, StoreError
+
+    if not args.gallery and not args.bundle:
+        raise UsageError("verify needs --bundle and/or --gallery")
+    out: dict[str, Any] = {}
+    ok = True
+    bundle = None
+    if args.bundle:
+        try:
+            bundle = load_bundle(args.bundle)
+            names = bundle.verify_all()
+            out["bundle"] = {"path": args.bundle, "ok": True, "artifacts_verified": names}
+        except BundleError as exc:
+            out["bundle"] = {"path": args.bundle, "ok": False, "problem": str(exc)}
+            ok = False
+    if args.gallery:
+        try:
+            with GalleryStore.open(args.gallery, "r") as store:
+                rep = store.verify()
+                # A torn tail (a record cut short or failing its checksum at the end of the file) is what a
+                # crash mid-write leaves, but a damaged last record looks the same: report it, exit 3.
+                g_ok = rep.ok and rep.torn_tail_bytes == 0
+                out["gallery"] = {"path": args.gallery, "ok": g_ok, "problems": rep.problems, "notes": rep.notes,
+                                  "records": rep.records, "entries": rep.entries, "live_entries": rep.live_entries,
+                                  "identities": rep.identities, "torn_tail_bytes": rep.torn_tail_bytes}
+                ok &= g_ok
+                if bundle is not None:
+                    try:
+                        store.check_spec(bundle.embedding.codec_spec())
+                        out["spec_match"] = True
+                    except StoreError as exc:
+                        out["spec_match"] = False
+                        out["spec_problem"] = str(exc)
+                        ok = False
+        except (StoreError, OSError) as exc:
+            out["gallery"] = {"path": args.gallery, "ok": False, "problems": [str(exc)]}
+            ok = False
+    out["ok"] = ok
+    print(json.dumps(out, indent=2), flush=True)
+    _note(("verified: no problems" if ok else "verification FAILED (see the JSON above)") + "; report written to stdout")
+    return EXIT_OK if ok else EXIT_VERIFY_FAILED
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate_folders import evaluate_folders
+
+    if args.data:
+        query = args.query or os.path.join(args.data, "query")
+        gallery = args.gallery_dir or os.path.join(args.data, "bounding_box_test")
+    elif args.query and args.gallery_dir:
+        query, gallery = args.query, args.gallery_dir
+    else:
+        raise UsageError("eval needs --data ROOT, or both --query DIR and --gallery-dir DIR")
+    embedder = _embedder(args)
+    try:
+        result = evaluate_folders(embedder, query, gallery)
+    finally:
+        embedder.close()
+    for err in result.pop("error_list"):
+        print(json.dumps(err), flush=True)
+    text = json.dumps(result, indent=2)
+    print(text, flush=True)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    codes = result["codes"]
+    _note(f"rank-1 {codes['rank1']:.4f}, mAP {codes['mAP']:.4f} (codes) on {result['queries']} queries x "
+          f"{result['gallery']} gallery images; results written to stdout" + (f" and {args.out}" if args.out else ""))
+    return EXIT_IMAGE_ERRORS if result["errors"] else EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from .engine_build import run_build_engine
+
+    return run_build_engine(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _error_exit(command: str, exc: BaseException, code: int) -> int:
+    if os.environ.get("EDGEREID_DEBUG"):
+        raise exc
+    print(f"{PROG} {command}: error: {exc}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parsers = build_parsers()
+    if argv and argv[0] in COMMANDS:
+        parser = parsers[argv[0]]
+        argv = argv[1:]
+    else:
+        parser = parsers["_top"]
+    args = parser.parse_args(argv)  # argparse exits 2 itself on bad usage
+    func: Callable[[argparse.Namespace], int] = args.func
+    from .backends import BackendUnavailable
+
+    try:
+        return int(func(args) or 0)
+    except BackendUnavailable as exc:
+        return _error_exit(args.command, exc, EXIT_BACKEND_UNAVAILABLE)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, and keep Python from complaining at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except (ValueError, OSError, FloatingPointError) as exc:
+        # BundleError, StoreError, SpecMismatchError, CodecMismatchError, UsageError are ValueErrors;
+        # FileNotFoundError and friends are OSErrors: all bad input, reported without a traceback.
+        return _error_exit(args.command, exc, EXIT_USAGE)
+    except Exception:  # a bug, not bad input: the traceback is for the bug report
+        traceback.print_exc()
+        print(f"{PROG} {args.command}: internal error (a bug: please report it with the traceback above)",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Images -> float embeddings -> gallery codes: the bundle, a backend and the codec, batched.
+
+This is the one path every runtime command uses to turn pixels into codes, so enrolment, queries,
+evaluation and benchmarks all see the same preprocessing, the same backend and the same codec
+spec (the manifest's ``dim``/``bits``/``scale``/``metric``), which is what makes a gallery
+enrolled on one day comparable with queries made on another.
+
+Images are streamed: :meth:`Embedder.iter_images` reads, preprocesses and embeds ``batch_size``
+images at a time, so a million-image folder or an endless stdin never sits in memory, and a bad
+image costs only its own result (an :class:`ImageError` in the batch's ``errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .bundle import Bundle, load_bundle
+from .codec import CodecSpec, l2_normalize, quantize
+from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, Preprocessor
+
+__all__ = ["EmbedderConfig", "Embedder", "EmbeddedBatch"]
+
+
+@dataclass
+class EmbedderConfig:
+    """How to run a bundle. Defaults: the manifest's default artifact, batches of 16 images."""
+
+    backend: str | None = None  # onnxruntime | openvino | tensorrt (None: the manifest's default)
+    precision: str | None = None  # fp32 | fp16 | int8 ... (None: the default artifact's)
+    artifact: str | None = None  # an artifact name; overrides backend/precision
+    batch_size: int = 16
+    threads: int | None = None  # backend intra-op threads (None: the library's default)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch of inputs: embeddings and codes for the images that loaded, errors for the rest."""
+
+    sources: list[Any]  # every input of the batch, in order
+    indices: list[int]  # position (in ``sources``) of each embedded row
+    embeddings: np.ndarray  # (n_ok, dim) float32
+    codes: np.ndarray  # (n_ok, code_bytes) uint8
+    errors: list[tuple[int, ImageError]]  # (position in ``sources``, error)
+
+
+class Embedder:
+    """A verified bundle on a backend, with its preprocessing and codec."""
+
+    def __init__(self, bundle: Bundle | str, config: EmbedderConfig | None = None) -> None:
+        self.config = config or EmbedderConfig()
+        if self.config.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.config.batch_size}")
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.spec: CodecSpec = self.bundle.embedding.codec_spec()
+        self.preprocessor = Preprocessor(self.bundle.input, self.config.max_pixels)
+        self.backend: Backend = open_backend(
+            self.bundle, backend=self.config.backend, precision=self.config.precision,
+            artifact=self.config.artifact, max_batch=max(self.config.batch_size, 1),
+            threads=self.config.threads, **self.config.backend_options)
+
+    # -- arrays ------------------------------------------------------------------------------
+    def embed_array(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed ``(n, 3, H, W)`` -> ``(n, dim)`` float32 embeddings (normalised)."""
+        emb = self.backend.embed(batch)
+        if not self.bundle.embedding.normalized:
+            emb = l2_normalize(emb)
+        if emb.size and not np.isfinite(emb).all():
+            raise FloatingPointError(f"{self.backend.name}: the model produced NaN or infinite embeddings")
+        return emb
+
+    def encode(self, embeddings: np.ndarray) -> np.ndarray:
+        """Float embeddings -> gallery codes under the bundle's codec spec."""
+        return quantize(embeddings, self.spec)
+
+    # -- images ------------------------------------------------------------------------------
+    def embed_images(self, sources: Sequence[ImageSource]) -> EmbeddedBatch:
+        """Embed one list of images (as a single batch of results; chunked for the backend)."""
+        prepared = self.preprocessor.batch(sources)
+        emb = self.embed_array(prepared.array) if prepared.indices else np.zeros((0, self.spec.dim), np.float32)
+        codes = self.encode(emb) if len(emb) else np.zeros((0, self.spec.code_bytes), np.uint8)
+        return EmbeddedBatch(list(sources), prepared.indices, emb, codes, prepared.errors)
+
+    #: put this in the source iterable to have the images so far processed now (a live stream paused)
+    FLUSH = object()
+
+    def iter_images(self, sources: Iterable[ImageSource], batch_size: int | None = None) -> Iterator[EmbeddedBatch]:
+        """Stream any iterable of images in batches of ``batch_size`` (stdin, huge folders).
+
+        An :attr:`FLUSH` item in ``sources`` ends the current batch early (if it has any image).
+        """
+        size = batch_size or self.config.batch_size
+        pending: list[ImageSource] = []
+        for src in sources:
+            if src is Embedder.FLUSH:
+                if pending:
+                    yield self.embed_images(pending)
+                    pending = []
+                continue
+            pending.append(src)
+            if len(pending) >= size:
+                yield self.embed_images(pending)
+                pending = []
+        if pending:
+            yield self.embed_images(pending)
+
+    def describe(self) -> dict[str, Any]:
+        out = self.backend.describe()
+        out.update({"bundle": str(self.bundle.root), "codec": self.spec.to_dict()})
+        return out
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

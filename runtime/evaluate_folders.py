@@ -1,0 +1,92 @@
+"""Accuracy of a bundle on this device: embed a Market-style query/gallery folder pair and score it.
+
+This is the on-device counterpart of the accuracy the exporter writes into the manifest: the same
+images through this device's backend and preprocessing, scored under the standard Market-1501
+protocol by ``edgereid.runtime.metrics``. Two scores come out: ``codes`` (distances between the
+gallery codes the store would hold: what the device really ranks with) and ``float`` (the
+backend's float embeddings before the gallery codec), so the cost of the codec is visible.
+
+Query images with junk identity -1 are skipped (they are nobody); gallery junk and distractors
+(0) stay in, as the protocol requires.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .codec import pairwise_distances
+from .embedder import Embedder
+from .image_sources import list_images, parse_market_name
+from .metrics import evaluate_all
+
+__all__ = ["evaluate_folders", "market_records"]
+
+
+def market_records(folder: str | os.PathLike, skip_junk: bool) -> list[tuple[str, int, int]]:
+    """``(path, pid, camera)`` for every Market-named image of a folder (non-recursive)."""
+    records = []
+    for p in list_images(folder):
+        parsed = parse_market_name(p.name)
+        if parsed is None:
+            raise ValueError(f"{p}: not a Market-1501 file name (expected PPPP_cC..., e.g. 0002_c1s1_000451_03.jpg); "
+                             "eval needs identities and cameras from the names")
+        pid, cam = parsed
+        if skip_junk and pid == -1:
+            continue
+        records.append((str(p), pid, cam))
+    if not records:
+        raise ValueError(f"{folder}: no Market-named images")
+    return records
+
+
+def _embed(embedder: Embedder, records: list[tuple[str, int, int]]):
+    emb, codes, keep, errors = [], [], [], []
+    for start, batch in zip(range(0, len(records), embedder.config.batch_size),
+                            embedder.iter_images([r[0] for r in records])):
+        for pos, err in batch.errors:
+            errors.append({"image": records[start + pos][0], "error": err.reason})
+        keep += [start + i for i in batch.indices]
+        emb.append(batch.embeddings)
+        codes.append(batch.codes)
+    kept = [records[i] for i in keep]
+    return (np.concatenate(emb) if emb else np.zeros((0, embedder.spec.dim), np.float32),
+            np.concatenate(codes) if codes else np.zeros((0, embedder.spec.code_bytes), np.uint8),
+            np.asarray([r[1] for r in kept], np.int64), np.asarray([r[2] for r in kept], np.int64), errors)
+
+
+def _float_distmat(q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    q64, g64 = q.astype(np.float64), g.astype(np.float64)
+    d = (q64 * q64).sum(1)[:, None] + (g64 * g64).sum(1)[None, :] - 2.0 * (q64 @ g64.T)
+    return np.maximum(d, 0.0)
+
+
+def evaluate_folders(embedder: Embedder, query_dir: str, gallery_dir: str) -> dict[str, Any]:
+    """Embed both folders and score them; a JSON-ready dict (``error_list`` holds per-image errors)."""
+    q_rec = market_records(query_dir, skip_junk=True)
+    g_rec = market_records(gallery_dir, skip_junk=False)
+    q_emb, q_codes, q_pids, q_cams, q_err = _embed(embedder, q_rec)
+    g_emb, g_codes, g_pids, g_cams, g_err = _embed(embedder, g_rec)
+    if not len(q_pids) or not len(g_pids):
+        raise ValueError(f"nothing to evaluate: {len(q_pids)} usable query and {len(g_pids)} usable gallery images")
+    scores = {
+        "codes": evaluate_all(pairwise_distances(q_codes, g_codes, embedder.spec), q_pids, g_pids, q_cams, g_cams),
+        "float": evaluate_all(_float_distmat(q_emb, g_emb), q_pids, g_pids, q_cams, g_cams),
+    }
+    errors = q_err + g_err
+    return {
+        "bundle": str(embedder.bundle.root),
+        "backend": embedder.backend.name,
+        "artifact": embedder.backend.artifact.name,
+        "codec": embedder.spec.to_dict(),
+        "query_dir": str(query_dir),
+        "gallery_dir": str(gallery_dir),
+        "queries": int(len(q_pids)),
+        "gallery": int(len(g_pids)),
+        "codes": dict(scores["codes"]),
+        "float": dict(scores["float"]),
+        "errors": len(errors),
+        "error_list": errors,
+    }
