@@ -1,5 +1,10 @@
 # edgereid: `make demo` runs the pipeline on the synthetic default, `make test` runs the tests.
-# Every target that needs the virtual environment creates it first.
+# Every target that needs the virtual environment creates it first. Every pipeline step is its own
+# target, skipped when its output exists (delete the output, or the WORK folder, to redo it).
+#
+# Your own data and weights, e.g.:
+#   make demo DATA=/data/Market-1501-v15.09.15 DATASET=market1501 MODEL=vit_base IMG=256x128 \
+#             PRETRAINED=/weights/vit_base.safetensors EPOCHS=120
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,26 +14,66 @@ STAMP  := $(VENV)/.edgereid-installed
 unexport OPENBLAS_CORETYPE
 export PYTHONUNBUFFERED := 1
 
-# ---- pipeline variables (override on the command line) -------------------------------------
+# ---- pipeline variables ----------------------------------------------------------------------
 WORK      ?= runs/demo
 DATA      ?= $(WORK)/data
 DATASET   ?= market1501
-SYNTH_IDS ?= 120
+QUERY_DIR   ?= $(DATA)/query
+GALLERY_DIR ?= $(DATA)/bounding_box_test
+SYNTH_IDS ?= 400
 MODEL     ?= vit_tiny
 IMG       ?= 128x64
-EPOCHS    ?= 12
 PRETRAINED ?=
+EPOCHS    ?= 16
+BATCH     ?= 32
+LR        ?= 1.5e-3
+WORKERS   ?= 1
 TRAIN_ARGS ?=
-RUN       ?= $(WORK)/dense
+# embedding compression: 32 dims x int8 = 32 bytes per embedding
+EMB_METHOD ?= slice
+EMB_DIM    ?= 32
+EMB_BITS   ?= 8
+COMPRESS_EPOCHS ?= 4
+COMPRESS_ARGS ?=
+# attention-guided pruning of the compressed model, distilled from it
+PRUNE_MODE  ?= heads+tokens
+PRUNE_RATE  ?= 0.34
+TOKEN_RATE  ?= 0.4
+TOKEN_FORM  ?= drop
+PRUNE_EPOCHS ?= 3
+PRUNE_ARGS  ?=
+# export (make export TARGET=jetson|cpu|onnx [CKPT=run folder] [JETPACK=5])
+TARGET    ?= cpu
+CKPT      ?= $(WORK)/pruned
+JETPACK   ?=
+CALIB     ?= 256
+BENCH_ITERS ?= 50
 
-.PHONY: help setup test lint demo synth train eval bench clean
+DENSE      := $(WORK)/dense
+COMPRESSED := $(WORK)/compressed
+PRUNED     := $(WORK)/pruned
+MODELS     := dense compressed pruned
+EDGEREID   := $(BIN)/edgereid
+RUNTIME    := $(BIN)/reid-runtime
+COMMON     := --data $(DATA) --dataset $(DATASET) --workers $(WORKERS)
+
+# The synthetic set is generated only when DATA was not given.
+ifeq ($(origin DATA),file)
+DATA_READY := $(DATA)/.complete
+else
+DATA_READY :=
+endif
+
+.PHONY: help setup test lint demo synth train compress prune export bundles runtime report bench \
+        bench-search bench-store bench-models sweep clean
 
 help:
-	@echo "make demo   - the whole pipeline on the synthetic default (WORK=$(WORK))"
-	@echo "make test   - the test suite"
-	@echo "make setup  - create $(VENV) with edgereid[all,dev]"
-	@echo "make lint   - ruff"
-	@echo "make bench  - performance suites, rewrites BENCHMARKS.md"
+	@echo "make demo    - the whole pipeline on the synthetic default (WORK=$(WORK))"
+	@echo "make test    - the test suite"
+	@echo "make setup   - create $(VENV) with edgereid[all,dev]"
+	@echo "make lint    - ruff"
+	@echo "make bench   - performance suites; rewrites BENCHMARKS.md"
+	@echo "steps: synth train compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,28 +84,108 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgereid runtime train export calibration tests
+	$(BIN)/ruff check edgereid runtime train export calibration tests bench
 
-# ---- pipeline -----------------------------------------------------------------------------
+# ---- the pipeline ----------------------------------------------------------------------------
 $(DATA)/.complete: | $(STAMP)
-	$(BIN)/edgereid synth --out $(DATA) --ids $(SYNTH_IDS) --preview $(WORK)/synth_preview.png
+	$(EDGEREID) synth --out $(DATA) --ids $(SYNTH_IDS) --preview $(WORK)/synth_preview.png
+	$(EDGEREID) baseline --data $(DATA) --dataset $(DATASET) --out $(WORK)/histogram_baseline.json
 
-synth: $(STAMP) $(DATA)/.complete
+synth: $(STAMP) $(DATA_READY)
 
-train: $(STAMP) synth
-	$(BIN)/edgereid train --data $(DATA) --dataset $(DATASET) --model $(MODEL) --img $(IMG) \
-	  --epochs $(EPOCHS) --out $(RUN) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) $(TRAIN_ARGS)
+$(DENSE)/summary.json: $(DATA_READY) | $(STAMP)
+	$(EDGEREID) train $(COMMON) --model $(MODEL) --img $(IMG) --epochs $(EPOCHS) --batch-size $(BATCH) \
+	  --lr $(LR) --eval-every 4 $(if $(PRETRAINED),--pretrained $(PRETRAINED)) $(TRAIN_ARGS) --out $(DENSE)
 
-eval: $(STAMP)
-	$(BIN)/edgereid eval --ckpt $(RUN) --data $(DATA) --dataset $(DATASET)
+train: $(DENSE)/summary.json
+
+$(COMPRESSED)/compress.json: $(DENSE)/summary.json
+	$(EDGEREID) compress $(COMMON) --model $(MODEL) --img $(IMG) --method $(EMB_METHOD) --dim $(EMB_DIM) \
+	  --bits $(EMB_BITS) --qat --init-from $(DENSE) --epochs $(COMPRESS_EPOCHS) --batch-size $(BATCH) \
+	  --lr $(LR) --warmup-epochs 0.5 --eval-every $(COMPRESS_EPOCHS) $(COMPRESS_ARGS) --out $(COMPRESSED)
+
+compress: $(COMPRESSED)/compress.json
+
+$(PRUNED)/prune_summary.json: $(COMPRESSED)/compress.json
+	$(EDGEREID) prune $(COMMON) --ckpt $(COMPRESSED) --mode $(PRUNE_MODE) --rate $(PRUNE_RATE) \
+	  --token-rate $(TOKEN_RATE) --token-form $(TOKEN_FORM) --final-epochs $(PRUNE_EPOCHS) --lr 3e-4 \
+	  --batch-size $(BATCH) --eval-every $(PRUNE_EPOCHS) --no-round-eval --distill soft $(PRUNE_ARGS) --out $(PRUNED)
+
+prune: $(PRUNED)/prune_summary.json
+
+# A cpu bundle per model (ONNX fp32 + Q/DQ int8, OpenVINO f32 + NNCF int8), parity- and accuracy-checked.
+$(WORK)/bundle-dense/manifest.json: $(DENSE)/summary.json
+$(WORK)/bundle-compressed/manifest.json: $(COMPRESSED)/compress.json
+$(WORK)/bundle-pruned/manifest.json: $(PRUNED)/prune_summary.json
+$(WORK)/bundle-%/manifest.json:
+	$(EDGEREID) export --ckpt $(WORK)/$* --target cpu --data $(DATA) --dataset $(DATASET) --calib-size $(CALIB) \
+	  --out $(WORK)/bundle-$* --overwrite
+
+# The pruned model also as onnx and jetson bundles (the jetson one completes without TensorRT).
+$(WORK)/bundle-pruned-onnx/manifest.json $(WORK)/bundle-pruned-jetson/manifest.json: $(PRUNED)/prune_summary.json
+	$(EDGEREID) export --ckpt $(PRUNED) --target $(subst bundle-pruned-,,$(notdir $(@D))) --data $(DATA) \
+	  --dataset $(DATASET) --calib-size $(CALIB) --no-eval --out $(@D) --overwrite
+
+bundles: $(foreach m,$(MODELS),$(WORK)/bundle-$(m)/manifest.json) \
+         $(WORK)/bundle-pruned-onnx/manifest.json $(WORK)/bundle-pruned-jetson/manifest.json
+
+export: $(STAMP) $(if $(filter $(WORK)/pruned,$(CKPT)),$(PRUNED)/prune_summary.json)
+	$(EDGEREID) export --ckpt $(CKPT) --target $(TARGET) --data $(DATA) --dataset $(DATASET) --calib-size $(CALIB) \
+	  $(if $(JETPACK),--jetpack $(JETPACK)) --out $(WORK)/bundle-$(notdir $(CKPT))-$(TARGET) --overwrite
+
+# On-device side, torch-free: enrol the gallery, stream the queries, evaluate, benchmark.
+$(WORK)/runtime-%/enrolled: $(WORK)/bundle-%/manifest.json
+	mkdir -p $(@D) && rm -f $(WORK)/gallery-$*.bin
+	$(RUNTIME) enroll --bundle $(WORK)/bundle-$* --gallery $(WORK)/gallery-$*.bin --create $(GALLERY_DIR)
+	touch $@
+
+$(WORK)/runtime-%/matches.jsonl: $(WORK)/runtime-%/enrolled
+	$(RUNTIME) --bundle $(WORK)/bundle-$* --gallery $(WORK)/gallery-$*.bin --topk 5 $(QUERY_DIR) > $@.tmp || test $$? -eq 1
+	mv $@.tmp $@ && echo "wrote $@ ($$(wc -l < $@) JSON lines)"
+
+$(WORK)/runtime-%/eval.json: $(WORK)/bundle-%/manifest.json
+	mkdir -p $(@D)
+	$(RUNTIME) eval --bundle $(WORK)/bundle-$* --query $(QUERY_DIR) --gallery-dir $(GALLERY_DIR) --out $@
+
+$(WORK)/runtime-%/bench.done: $(WORK)/runtime-%/enrolled
+	for art in onnx-fp32 openvino-fp32 openvino-int8; do \
+	  $(RUNTIME) bench --bundle $(WORK)/bundle-$* --artifact $$art --gallery $(WORK)/gallery-$*.bin \
+	    --iterations $(BENCH_ITERS) --out-dir $(@D)/bench-$$art > /dev/null || exit 1; done
+	touch $@
+
+runtime: $(foreach m,$(MODELS),$(WORK)/runtime-$(m)/matches.jsonl $(WORK)/runtime-$(m)/eval.json $(WORK)/runtime-$(m)/bench.done)
+
+report: | $(STAMP)
+	$(EDGEREID) report --work $(WORK) $(if $(wildcard $(WORK)/histogram_baseline.json),--baseline $(WORK)/histogram_baseline.json)
 
 demo: $(STAMP)
-	$(MAKE) synth train eval
-	$(BIN)/edgereid baseline --data $(DATA) --dataset $(DATASET) --out $(WORK)/histogram_baseline.json
-	$(BIN)/edgereid report --runs $(RUN) --baseline $(WORK)/histogram_baseline.json
+	$(MAKE) synth train compress prune bundles runtime
+	$(MAKE) report
+
+# ---- benchmarks (results in benchmarks/, assembled into BENCHMARKS.md) -------------------------
+bench-search: $(STAMP)
+	$(BIN)/python bench/bench_search.py --threads 2 --sizes 100000,1000000 --out-json benchmarks/search.json --out-md benchmarks/search.md
+
+bench-store: $(STAMP)
+	$(BIN)/python bench/bench_store.py --out-json benchmarks/store.json --out-md benchmarks/store.md
+
+bench-models: $(STAMP) $(DENSE)/summary.json $(PRUNED)/prune_summary.json
+	$(BIN)/python bench/bench_models.py --model dense=$(DENSE) --model pruned=$(PRUNED) --data $(DATA) \
+	  --work $(WORK)/bench_models --out-md benchmarks/model_latency.md --out-json benchmarks/model_latency.json
+
+sweep: $(STAMP) $(DATA_READY)
+	$(EDGEREID) sweep --data $(DATA) --dataset $(DATASET) --out $(WORK)/sweep --model $(MODEL) --img $(IMG) \
+	  --epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --markdown benchmarks/compression.md --plot benchmarks/compression.png
+
+bench: $(STAMP) bench-search bench-store bench-models
+	$(MAKE) demo
+	cp $(WORK)/report.md benchmarks/demo.md.tmp && { echo "## The demo pipeline (make demo)"; echo; \
+	  echo "Command: \`make demo\` (WORK=$(WORK), MODEL=$(MODEL), IMG=$(IMG), EPOCHS=$(EPOCHS))."; echo; \
+	  cat benchmarks/demo.md.tmp; } > benchmarks/demo.md && rm benchmarks/demo.md.tmp
+	$(BIN)/python bench/assemble.py --sections benchmarks --out BENCHMARKS.md
 
 clean:
 	rm -rf runs

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    from . import report
+
+    report.register(sub)
     return parser
 
 

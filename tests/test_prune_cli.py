@@ -122,3 +122,25 @@ def test_prune_cli_names_bad_inputs(dense, tmp_path):
     other = write_market_tree(tmp_path / "other", train_ids=5)
     res = _run(["prune", "--ckpt", str(ckpt), "--data", str(other), "--out", str(tmp_path / "o")])
     assert res.returncode != 0 and "8 identities" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_report_table_compares_checkpoints_measured_in_one_process(tmp_path):
+    from edgereid.train.prune.report import main as report_main
+
+    torch.manual_seed(0)
+    dense_model = build_model(micro())
+    save_checkpoint(dense_model, tmp_path / "dense", metadata={"metrics": {"rank1": 0.5, "mAP": 0.4}})
+    remove_heads(dense_model, {0: [0], 1: [1]})
+    pruned = apply_drop_plan(dense_model, [1], 0.5)
+    save_checkpoint(pruned, tmp_path / "pruned", metadata={"metrics": {"rank1": 0.45, "mAP": 0.41},
+                                                           "prune": {"mode": "heads+tokens"}, "distill": "soft"})
+    out = tmp_path / "table.md"
+    assert report_main(["--dense", str(tmp_path / "dense"), "--run", f"both={tmp_path / 'pruned'}",
+                        "--run", f"both={tmp_path / 'pruned'}", "--rounds", "1", "--runs", "2",
+                        "--out", str(out), "--json", str(tmp_path / "rows.json")]) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["label"] for r in rows] == ["dense", "both", "both"]
+    assert rows[1]["heads_kept"] == 4 and rows[1]["macs"] < rows[0]["macs"]
+    assert all(r["latency"]["runs"] == 2 for r in rows)
+    text = out.read_text()
+    assert "| both | soft | 4/6 |" in text and "(-5.0)" in text and "(+1.0)" in text

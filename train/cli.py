@@ -23,14 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("baseline", help="colour-histogram baseline (the sanity floor)",
                        description="Evaluate a colour-histogram ReID baseline on a data set's query/gallery.")
     add_data_arguments(p)
-    p.add_argument("--out", default=None, help="write the metrics JSON here")
+    from .histogram_baseline import add_baseline_arguments
+
+    add_baseline_arguments(p, data_arguments=False)
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("train", help="train a ViT ReID model (PK sampling, ID + triplet loss)",
                        description="Train a ViT ReID model; works under torchrun (DDP). The best checkpoint "
                                    "(safetensors + config.json) is kept in --out.")
     add_data_arguments(p)
-    add_model_arguments(p)
+    add_model_arguments(p, with_head=True)
     add_training_arguments(p)
     p.add_argument("--out", required=True, help="run folder: checkpoint, log.jsonl, summary.json")
     p.set_defaults(func=cmd_train)
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="metrics JSON path (default CKPT/eval.json)")
     p.set_defaults(func=cmd_eval)
 
-    for module in ("compress.cli", "prune.cli", "report"):
+    for module in ("compress.cli", "prune.cli"):
         try:
             mod = __import__(f"edgereid.train.{module}", fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -62,15 +64,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from .histogram_baseline import run_baseline
+    from .histogram_baseline import main_baseline
 
-    metrics = run_baseline(args.dataset, args.data)
-    print(json.dumps(metrics, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    return 0
+    return main_baseline(args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -83,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = build_dataset(args.dataset, args.data)
     print(dataset.summary())
     cfg = ModelConfig(backbone=BackboneConfig.for_size(args.model, img_size=tuple(args.img)),
-                      num_classes=dataset.num_train_pids)
+                      num_classes=dataset.num_train_pids, head=args.head, la_lambda=args.la_lambda)
     model = build_model(cfg, pretrained=args.pretrained)
     tcfg = train_config_from_args(args)
     summary = fit(model, dataset, tcfg, args.out, metadata={"dataset": args.dataset, "data": str(args.data),

@@ -22,10 +22,15 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="dataset layout: market1501 (also the synthetic set), dukemtmc, occluded_duke, msmt17, prw, prai, imagefolder")
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, with_head: bool = False) -> None:
     p.add_argument("--model", default="vit_tiny", choices=sorted(VIT_SIZES), help="ViT size (patch 16)")
     p.add_argument("--img", type=parse_img_size, default=(256, 128), help="input HxW, divisible by 16 (default 256x128)")
     p.add_argument("--pretrained", default=None, help="local timm/safetensors/.pth ViT weights file (never downloaded)")
+    if not with_head:
+        return
+    p.add_argument("--head", default="cls", choices=["cls", "la"],
+                   help="cls: the cls token is the embedding; la: LA-Transformer row stripes fused with the cls token")
+    p.add_argument("--la-lambda", type=float, default=8.0, help="LA head: stripe weight in (cls + lambda*stripe)/(1+lambda)")
 
 
 def add_training_arguments(p: argparse.ArgumentParser, epochs: int = 12, lr: float = 5e-4) -> None:

@@ -82,6 +82,11 @@ class BackboneConfig:
             raise ValueError(f"kv_keep has {len(self.kv_keep)} entries, expected depth={self.depth}")
         if any(not 0 <= layer < self.depth for layer in self.drop_layers):
             raise ValueError(f"drop_layers {self.drop_layers} must be block indices in 0..{self.depth - 1}")
+        if self.drop_layers and self.kv_keep is not None:
+            late = [i for i, kv in enumerate(self.kv_keep) if kv is not None and i >= min(self.drop_layers)]
+            if late:
+                raise ValueError(f"kv_keep prunes blocks {late} at or after the first drop layer {min(self.drop_layers)}: "
+                                 "kv positions refer to the original patch grid, which token dropping reorders")
         if self.drop_layers and not 0.0 < self.drop_keep <= 1.0:
             raise ValueError(f"drop_keep must be in (0, 1], got {self.drop_keep}")
 

@@ -62,7 +62,8 @@ def target_lines(records: list[dict[str, Any]], budget: int = 32, tolerance: flo
                 f" (target: within {100 * tolerance:.0f} % relative)"
         lines.append(f"- best at <= {cap} bytes: {best['method']} {best['dim']} dims {best['variant']} = "
                      f"{best['bytes_per_embedding']} bytes ({best['compression_ratio']:.0f}x smaller), mAP "
-                     f"{100 * best['mAP']:.1f} ({100 * drop:+.1f} % relative drop), rank-1 {100 * best['rank1']:.1f}"
+                     f"{100 * best['mAP']:.1f} ({-100 * drop:+.1f} % relative to the full fp32 mAP), rank-1 "
+                     f"{100 * best['rank1']:.1f}"
                      f"{verdict}")
     return lines
 
