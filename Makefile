@@ -64,6 +64,9 @@ else
 DATA_READY :=
 endif
 
+# Pipeline outputs are never deleted as intermediates: a second `make demo` finds them and skips.
+.SECONDARY:
+
 .PHONY: help setup test lint demo synth train compress prune export bundles runtime report bench \
         bench-search bench-store bench-models sweep clean
 
