@@ -25,7 +25,6 @@ Usage: python bench/bench_search.py [--quick] [--sizes 100000,1000000] [--dims 3
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import load_average, write_report
 from edgereid.runtime import codec, metrics, search
 
 BLOCK_ROWS = 65536  # what the gallery store hands the kernel per block
@@ -137,11 +137,6 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
-def load_average() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,12 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_metrics:
         report["metrics"] = bench_metrics(rng) if not args.quick else bench_metrics(rng, 500, 3000)
     report["load_after"] = load_average()
-    out_json, out_md = Path(args.out_json), Path(args.out_md)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(report, indent=2))
-    out_md.write_text(markdown(report, "python bench/bench_search.py " + " ".join(sys.argv[1:] if argv is None else argv)))
-    print(f"wrote {out_json} and {out_md}")
+    write_report(report, args.out_json, args.out_md, markdown, "bench/bench_search.py", argv)
     return 0
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import load_average, write_report
 from edgereid.runtime.store import GalleryStore
 
 SCALE = 1.0 / 127.0
@@ -295,11 +296,6 @@ def markdown(report: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,12 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"add: batch {r['batch']:,}: {r['entries_per_s']:,.0f} entries/s, {r['ms_per_commit']:.2f} ms/commit")
         report["memory"] = bench_memory(args, tmp, rng)
     report["load_after"] = load_average()
-    out_json, out_md = Path(args.out_json), Path(args.out_md)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(report, indent=2))
-    out_md.write_text(markdown(report, "python bench/bench_store.py " + " ".join(sys.argv[1:] if argv is None else argv)))
-    print(f"wrote {out_json} and {out_md}")
+    write_report(report, args.out_json, args.out_md, markdown, "bench/bench_store.py", argv)
     return 0
 
 

@@ -17,20 +17,15 @@ Why it looks like this (``docs/store-format.md`` has the byte layout and the rul
   fresh file with only the live entries and renames it over the old one. Readers that opened the
   old file keep reading their snapshot (the old inode) until they ``refresh``.
 - **One writer, many readers.** Writers take an exclusive POSIX lock on a sidecar ``<path>.lock``
-  (a lock on the data file itself would not survive compaction's rename; an flock would be kept
-  alive by forked children); readers take no lock.
+  (``store_lock.py`` says why it is that lock); readers take no lock.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import math
 import mmap
 import os
-import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +61,8 @@ from edgereid.runtime.store_format import (
     write_record,
 )
 
+from .store_lock import StoreLockedError, acquire_lock, register_writer, release_lock
+
 __all__ = [
     "GalleryStore",
     "StoreError",
@@ -80,66 +77,6 @@ _INT64_MAX = 2**63 - 1
 SCAN_ROWS = 65536  # rows handed to the search kernel per block; bounds per-query working memory
 COMPACT_ROWS = 65536  # entries per ADD record written by compact()
 _PAGE = mmap.PAGESIZE
-
-
-# The writer lock is a POSIX record lock (fcntl F_SETLK through ``fcntl.lockf``) on a sidecar file,
-# not an flock: an flock belongs to the open file description, which fork() shares, so any forked
-# child (multiprocessing, or a library's telemetry process: openvino forks one from a background
-# thread) would keep the store locked after the writer closed it. POSIX locks belong to the
-# process and are not inherited. Their trap, that closing ANY descriptor of the file in the
-# process drops the lock, is avoided by a registry: a second writer in the same process is refused
-# before it opens the lock file. In a forked child, writer handles refuse to write.
-_REGISTRY_GUARD = threading.Lock()
-_LOCKED: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) of lock files this process holds
-_WRITERS: weakref.WeakSet[GalleryStore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    global _REGISTRY_GUARD
-    _REGISTRY_GUARD = threading.Lock()  # the parent's may have been held by another thread
-    _LOCKED.clear()  # the child holds no POSIX locks
-    for store in list(_WRITERS):
-        store._forked = True
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _acquire_lock(path: str) -> int:
-    """Exclusive writer lock on ``<path>.lock``; returns its descriptor or raises StoreLockedError."""
-    lock_path = path + ".lock"
-    busy = StoreLockedError(f"{path}: another writer holds the lock {lock_path}; a store has one writer at a "
-                            "time (open it with mode='r' to read)")
-    with _REGISTRY_GUARD:
-        try:
-            st = os.stat(lock_path)
-            if (st.st_dev, st.st_ino) in _LOCKED:
-                raise busy  # held by this process: opening (and closing) it again would drop that lock
-        except FileNotFoundError:
-            pass
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EACCES, errno.EAGAIN):
-                raise busy from None
-            raise
-        st = os.fstat(fd)
-        _LOCKED[(st.st_dev, st.st_ino)] = lock_path
-        return fd
-
-
-def _release_lock(fd: int) -> None:
-    """Drop the writer lock (closing its only descriptor in this process releases it)."""
-    with _REGISTRY_GUARD:
-        st = os.fstat(fd)
-        _LOCKED.pop((st.st_dev, st.st_ino), None)
-        os.close(fd)
-
-
-class StoreLockedError(StoreError):
-    """Another process (or handle) holds the store's writer lock."""
 
 
 class SpecMismatchError(StoreError):
@@ -236,7 +173,7 @@ class GalleryStore:
                             scale=float(spec.scale), metric=str(spec.metric),
                             flags=HEADER_FLAG_SQNORMS if store_norms else 0)
         raw = header.pack()
-        lock_fd = _acquire_lock(path)
+        lock_fd = acquire_lock(path)
         try:
             if os.path.exists(path) and not overwrite:
                 raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it "
@@ -252,7 +189,7 @@ class GalleryStore:
             fsync_dir(path)
             return cls._open_locked(path, "a", lock_fd, release_pages=release_pages, check_payloads=True)
         except BaseException:
-            _release_lock(lock_fd)
+            release_lock(lock_fd)
             raise
 
     @classmethod
@@ -275,13 +212,13 @@ class GalleryStore:
             raise ValueError(f"mode must be 'r' (reader) or 'a' (writer), got {mode!r}")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such gallery store (create it with GalleryStore.create)")
-        lock_fd = _acquire_lock(path) if mode == "a" else None
+        lock_fd = acquire_lock(path) if mode == "a" else None
         try:
             store = cls._open_locked(path, mode, lock_fd, release_pages=release_pages,
                                      check_payloads=check_payloads)
         except BaseException:
             if lock_fd is not None:
-                _release_lock(lock_fd)
+                release_lock(lock_fd)
             raise
         if spec is not None:
             try:
@@ -306,7 +243,7 @@ class GalleryStore:
                 raise
         store._lock_fd = lock_fd
         if mode == "a":
-            _WRITERS.add(store)
+            register_writer(store)
         return store
 
     @classmethod
@@ -940,7 +877,7 @@ class GalleryStore:
             os.close(self._fd)
             self._fd = -1
         if self._lock_fd is not None:
-            _release_lock(self._lock_fd)
+            release_lock(self._lock_fd)
             self._lock_fd = None
         self._closed = True
 
