@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from edgereid.train.config import BackboneConfig, ModelConfig
 from edgereid.train.data.sampler import PKSampler
 from edgereid.train.engine import TrainConfig, fit, lr_factor
 from edgereid.train.losses import batch_hard_triplet, kd_logits
 from edgereid.train.models import build_model
-
 from market_tree import write_market_tree
 
 BIN = Path(sys.executable).parent

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from edgereid.runtime.metrics import evaluate_all
 from torch.utils.data import DataLoader
 from tqdm import tqdm
-
-from edgereid.runtime.metrics import evaluate_all
 
 from .data.image_dataset import ImageDataset
 from .data.transforms import collate, eval_transform
@@ -41,8 +40,8 @@ def squared_l2(q: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def evaluate_features(qf: np.ndarray, gf: np.ndarray, query, gallery) -> dict[str, float]:
-    q_pids = np.array([r[1] for r in query]); q_cams = np.array([r[2] for r in query])
-    g_pids = np.array([r[1] for r in gallery]); g_cams = np.array([r[2] for r in gallery])
+    q_pids, q_cams = np.array([r[1] for r in query]), np.array([r[2] for r in query])
+    g_pids, g_cams = np.array([r[1] for r in gallery]), np.array([r[2] for r in gallery])
     return evaluate_all(squared_l2(qf.astype(np.float64), gf.astype(np.float64)), q_pids, g_pids, q_cams, g_cams)
 
 
