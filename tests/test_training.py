@@ -111,9 +111,18 @@ def test_train_cli_names_a_bad_data_root(tmp_path):
     assert "missing" in res.stderr and "Traceback" not in res.stderr
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_process_gloo_ddp_training_step(market, tmp_path):
     run = tmp_path / "ddp"
-    res = _run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29517", str(BIN / "edgereid"),
+    res = _run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(_free_port()), str(BIN / "edgereid"),
                 "train", "--data", str(market), "--model", "vit_micro", "--img", "64x32", "--epochs", "1",
                 "--batch-size", "16", "--workers", "0", "--max-steps-per-epoch", "2", "--out", str(run)])
     assert res.returncode == 0, res.stderr[-3000:]
