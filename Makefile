@@ -177,7 +177,7 @@ bench-store: $(STAMP)
 
 bench-models: $(STAMP) $(DENSE)/summary.json $(PRUNED)/prune_summary.json
 	$(BIN)/python bench/bench_models.py --model dense=$(DENSE) --model pruned=$(PRUNED) --data $(DATA) \
-	  --work $(WORK)/bench_models --out-md benchmarks/model_latency.md --out-json benchmarks/model_latency.json
+	  --work $(WORK)/bench_models --calib-size 128 --out-md benchmarks/model_latency.md --out-json benchmarks/model_latency.json
 
 sweep: $(STAMP) $(DATA_READY)
 	$(EDGEREID) sweep --data $(DATA) --dataset $(DATASET) --out $(WORK)/sweep --model $(MODEL) --img $(IMG) \
