@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .config import VIT_SIZES
-from .engine import DistillConfig, TrainConfig
+
+if TYPE_CHECKING:  # the engine imports torch: keep `edgereid --help` fast
+    from .engine import TrainConfig
 
 
 def parse_img_size(text: str) -> tuple[int, int]:
@@ -64,6 +67,8 @@ def add_distill_arguments(p: argparse.ArgumentParser, alpha: float = 0.2) -> Non
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from .engine import DistillConfig, TrainConfig
+
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, k=args.k, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, schedule=args.schedule,
