@@ -143,7 +143,10 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
 
     logger = _Logger()
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: every network is explicit-batch
+    # TensorRT 10: every network is explicit-batch (flag 0); TensorRT 8.x (JetPack 5) must ask for it.
+    major = int(str(trt.__version__).split(".")[0])
+    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -155,7 +158,8 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
     shape = tuple(inp.shape)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
-    config.builder_optimization_level = cfg.optimization_level
+    if hasattr(config, "builder_optimization_level"):  # TensorRT 8.6+
+        config.builder_optimization_level = cfg.optimization_level
     if cfg.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if cfg.precision == "int8":
