@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from edgereid.calibration.calib_set import load_calibration_images
+from edgereid.runtime.metrics import squared_l2_distmat
 
 from .parity import cosine_stats
 from .runners import Runner
@@ -41,11 +42,6 @@ def embed_records(records: Sequence[tuple[str, int, int]], input_spec: dict[str,
     return result
 
 
-def _squared_l2(q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    q, g = q.astype(np.float64), g.astype(np.float64)
-    return np.maximum((q * q).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2.0 * (q @ g.T), 0.0)
-
-
 def evaluate_runners(query: Sequence[tuple[str, int, int]], gallery: Sequence[tuple[str, int, int]],
                      input_spec: dict[str, Any], runners: dict[str, Runner], reference: str,
                      code_scale: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
@@ -60,7 +56,7 @@ def evaluate_runners(query: Sequence[tuple[str, int, int]], gallery: Sequence[tu
     g_pids, g_cams = np.array([r[1] for r in gallery]), np.array([r[2] for r in gallery])
     results: dict[str, dict[str, float]] = {}
     for name in runners:
-        metrics = evaluate_all(_squared_l2(qf[name], gf[name]), q_pids, g_pids, q_cams, g_cams)
+        metrics = evaluate_all(squared_l2_distmat(qf[name], gf[name]), q_pids, g_pids, q_cams, g_cams)
         entry = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v))
                  for k, v in metrics.items() if np.isscalar(v)}
         if name != reference:
@@ -80,7 +76,7 @@ def open_set_threshold(qf: np.ndarray, gf: np.ndarray, q_pids: np.ndarray, g_pid
     one that maximises the balanced accuracy of accepting the first and rejecting the second.
     Junk (-1) and distractors (0) only count as impostors.
     """
-    d = np.sqrt(_squared_l2(qf, gf))
+    d = np.sqrt(squared_l2_distmat(qf, gf))
     same = (q_pids[:, None] == g_pids[None, :]) & (g_pids[None, :] > 0)
     has_pos = same.any(1)
     pos = np.where(same, d, np.inf).min(1)[has_pos]

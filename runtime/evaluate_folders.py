@@ -20,7 +20,7 @@ import numpy as np
 from .codec import pairwise_distances
 from .embedder import Embedder
 from .image_sources import list_images, parse_market_name
-from .metrics import evaluate_all
+from .metrics import evaluate_all, squared_l2_distmat
 
 __all__ = ["evaluate_folders", "market_records"]
 
@@ -57,12 +57,6 @@ def _embed(embedder: Embedder, records: list[tuple[str, int, int]]):
             np.asarray([r[1] for r in kept], np.int64), np.asarray([r[2] for r in kept], np.int64), errors)
 
 
-def _float_distmat(q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    q64, g64 = q.astype(np.float64), g.astype(np.float64)
-    d = (q64 * q64).sum(1)[:, None] + (g64 * g64).sum(1)[None, :] - 2.0 * (q64 @ g64.T)
-    return np.maximum(d, 0.0)
-
-
 def evaluate_folders(embedder: Embedder, query_dir: str, gallery_dir: str) -> dict[str, Any]:
     """Embed both folders and score them; a JSON-ready dict (``error_list`` holds per-image errors)."""
     q_rec = market_records(query_dir, skip_junk=True)
@@ -73,7 +67,7 @@ def evaluate_folders(embedder: Embedder, query_dir: str, gallery_dir: str) -> di
         raise ValueError(f"nothing to evaluate: {len(q_pids)} usable query and {len(g_pids)} usable gallery images")
     scores = {
         "codes": evaluate_all(pairwise_distances(q_codes, g_codes, embedder.spec), q_pids, g_pids, q_cams, g_cams),
-        "float": evaluate_all(_float_distmat(q_emb, g_emb), q_pids, g_pids, q_cams, g_cams),
+        "float": evaluate_all(squared_l2_distmat(q_emb, g_emb), q_pids, g_pids, q_cams, g_cams),
     }
     errors = q_err + g_err
     return {

@@ -25,10 +25,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluate_rank", "evaluate_all", "JUNK_PID"]
+__all__ = ["evaluate_rank", "evaluate_all", "squared_l2_distmat", "JUNK_PID"]
 
 JUNK_PID = -1
 _BLOCK_ELEMENTS = 1 << 20  # queries per block x gallery size: bounds the temporaries (~60 MB)
+
+
+def squared_l2_distmat(q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (nq, ng) of float embeddings, in float64 (what evaluation ranks)."""
+    q64, g64 = np.asarray(q, np.float64), np.asarray(g, np.float64)
+    d = (q64 * q64).sum(1)[:, None] + (g64 * g64).sum(1)[None, :] - 2.0 * (q64 @ g64.T)
+    return np.maximum(d, 0.0)
 
 
 def _as_ids(x: Any, name: str, n: int | None, what: str) -> np.ndarray:

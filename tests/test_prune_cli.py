@@ -17,11 +17,7 @@ from edgereid.train.prune.cost import count_macs, count_params, model_cost
 from edgereid.train.prune.head_entropy import remove_heads
 from edgereid.train.prune.token_drop_plan import apply_drop_plan
 from edgereid.train.prune.token_kv import apply_kv_plan
-
-try:
-    from .market_tree import write_market_tree
-except ImportError:  # tests/ collected as a plain folder (no __init__.py)
-    from market_tree import write_market_tree
+from market_tree import write_market_tree
 
 BIN = Path(sys.executable).parent
 

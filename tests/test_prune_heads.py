@@ -22,11 +22,7 @@ from edgereid.train.prune.head_entropy import (
 from edgereid.train.prune.statistics import StatisticsAccumulator, gather_statistics
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-try:
-    from .market_tree import write_market_tree
-except ImportError:  # tests/ collected as a plain folder (no __init__.py)
-    from market_tree import write_market_tree
+from market_tree import write_market_tree
 
 
 def micro(depth: int = 2, heads: int = 3, classes: int = 8) -> ModelConfig:

@@ -22,11 +22,7 @@ from edgereid.train.prune.token_kv import (
     set_kv_keep,
     total_positions_to_prune,
 )
-
-try:
-    from .market_tree import write_market_tree
-except ImportError:  # tests/ collected as a plain folder (no __init__.py)
-    from market_tree import write_market_tree
+from market_tree import write_market_tree
 
 
 def micro(classes: int = 8, **bb) -> ModelConfig:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from edgereid.runtime.metrics import evaluate_all
+from edgereid.runtime.metrics import evaluate_all, squared_l2_distmat
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -34,15 +34,10 @@ def extract_features(model: torch.nn.Module, records: Sequence[tuple[str, int, i
     return np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, dim), np.float32)
 
 
-def squared_l2(q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    d = (q * q).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2.0 * (q @ g.T)
-    return np.maximum(d, 0.0)
-
-
 def evaluate_features(qf: np.ndarray, gf: np.ndarray, query, gallery) -> dict[str, float]:
     q_pids, q_cams = np.array([r[1] for r in query]), np.array([r[2] for r in query])
     g_pids, g_cams = np.array([r[1] for r in gallery]), np.array([r[2] for r in gallery])
-    return evaluate_all(squared_l2(qf.astype(np.float64), gf.astype(np.float64)), q_pids, g_pids, q_cams, g_cams)
+    return evaluate_all(squared_l2_distmat(qf, gf), q_pids, g_pids, q_cams, g_cams)
 
 
 def evaluate_model(model: torch.nn.Module, dataset, img_size: tuple[int, int], batch_size: int = 128,

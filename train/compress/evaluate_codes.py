@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from edgereid.runtime import codec
-from edgereid.runtime.metrics import evaluate_all
+from edgereid.runtime.metrics import evaluate_all, squared_l2_distmat
 
 from ..models.reid_model import ReIDModel
 from .ptq import normalised_embeddings
@@ -76,8 +76,7 @@ def evaluate_embeddings(qf: np.ndarray, gf: np.ndarray, query: Sequence, gallery
         raise ValueError(f"query dim {dim} != gallery dim {gf.shape[1]}")
     info: dict[str, Any] = {"bits": bits, "dim": dim, "rerank": None}
     if bits == 32:
-        q, g = qf.astype(np.float64), gf.astype(np.float64)
-        dist = np.maximum((q * q).sum(1)[:, None] + (g * g).sum(1)[None] - 2 * q @ g.T, 0.0)
+        dist = squared_l2_distmat(qf, gf)
         info["bytes_per_embedding"] = bytes_per_embedding(dim, 32)
         return {**_metrics(dist, query, gallery), **info}
     if scale is None or not scale > 0:
