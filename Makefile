@@ -78,7 +78,7 @@ help:
 	@echo "make bench   - performance suites; rewrites BENCHMARKS.md"
 	@echo "steps: synth train compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py runtime/_l2scan.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[all,dev]'
@@ -170,7 +170,7 @@ demo: $(STAMP)
 
 # ---- benchmarks (results in benchmarks/, assembled into BENCHMARKS.md) -------------------------
 bench-search: $(STAMP)
-	$(BIN)/python bench/bench_search.py --threads 2 --sizes 100000,1000000 --out-json benchmarks/search.json --out-md benchmarks/search.md
+	$(BIN)/python bench/bench_search.py --sizes 100000,1000000 --out-json benchmarks/search.json --out-md benchmarks/search.md
 
 bench-store: $(STAMP)
 	$(BIN)/python bench/bench_store.py --out-json benchmarks/store.json --out-md benchmarks/store.md

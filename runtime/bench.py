@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .native_scan import describe as describe_search_kernel
+
 __all__ = ["add_bench_args", "run_bench", "latency_stats", "peak_rss_bytes", "current_rss_bytes"]
 
 
@@ -210,6 +212,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "backend": embedder.describe(),
         "input": {"height": inp.height, "width": inp.width},
         "codec": spec.to_dict(),
+        "search_kernel": describe_search_kernel(),
         "images": source_note,
         "gallery": gallery_info,
         "iterations": args.iterations,
@@ -235,7 +238,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"# reid-runtime bench: {b.get('artifact')} on {b.get('backend')}",
         "",
         f"- bundle: `{report['bundle']}`; input {report['input']['width']}x{report['input']['height']}; "
-        f"codec dim {report['codec']['dim']}, {report['codec']['bits']} bits",
+        f"codec dim {report['codec']['dim']}, {report['codec']['bits']} bits; "
+        f"search kernel: {report.get('search_kernel', '-')}",
         f"- images: {report['images']}; gallery: {report['gallery']['entries']} entries "
         f"({report['gallery']['path']})",
         f"- machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs; "

@@ -547,6 +547,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {}
     if args.gallery:
         out["gallery"] = _store_info(args.gallery, args.max_identities)
+        from .native_scan import describe
+
+        out["search_kernel"] = describe()
     if args.bundle:
         from .bundle import load_bundle
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import tracemalloc
 
 import numpy as np
 import pytest
-from edgereid.runtime import codec, search
+from edgereid.runtime import codec, native_scan, search
 from edgereid.runtime.codec import CodecSpec
 from edgereid.runtime.int_gemm import IntGemm, matmul_integer_model
 
@@ -56,7 +57,7 @@ SPECS = [CodecSpec(32, 8, 0.02), CodecSpec(33, 4, 0.12), CodecSpec(13, 1, 0.1), 
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"d{s.dim}b{s.bits}")
-@pytest.mark.parametrize("kernel", ["auto", "numpy"])
+@pytest.mark.parametrize("kernel", ["auto", "onnxruntime", "numpy"])
 def test_equals_brute_force_with_masks_and_many_blocks(spec: CodecSpec, kernel: str) -> None:
     q, g = make_data(spec, 2500, 6, seed=spec.dim + spec.bits)
     valid = np.random.default_rng(0).random(g.shape[0]) > 0.25
@@ -159,7 +160,9 @@ def test_extreme_levels_stay_exact_in_every_kernel() -> None:
     g = rng.choice(np.array([-127, 127, 126, -126], np.int8), (64, 1100)).view(np.uint8)
     q = g[[3, 40]].copy()
     q[1, :10] = np.int8(-127).view(np.uint8)
-    for kernel in ("auto", "numpy"):
+    for kernel in ("auto", "native", "onnxruntime", "numpy"):
+        if kernel == "native" and native_scan.load() is None:
+            continue
         check(q, g, spec, 64, [(0, g, None)], kernel=kernel)
 
 
@@ -232,3 +235,70 @@ def test_default_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EDGEREID_SEARCH_THREADS")
     monkeypatch.setattr(search.os, "getloadavg", lambda: (1e9, 0.0, 0.0))
     assert search.default_threads() == 1  # a saturated machine: no hand-offs between threads
+
+
+# ---- the compiled single-query scan (runtime/_l2scan.c) ----------------------------------------
+
+
+def test_native_kernel_is_built_where_a_compiler_exists() -> None:
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine: the install falls back to the onnxruntime kernel")
+    lib = native_scan.load()
+    assert lib is not None, "setup.py should have built edgereid.runtime._l2scan (pip install -e . rebuilds it)"
+    assert lib.isa in native_scan.ISA_NAMES
+
+
+@pytest.mark.parametrize("dim", [1, 7, 16, 31, 32, 33, 45, 64, 100, 192])
+def test_native_kernel_every_isa_equals_brute_force(dim: int) -> None:
+    lib = native_scan.load()
+    if lib is None:
+        pytest.skip("native kernel not built")
+    rng = np.random.default_rng(dim)
+    n = 1500
+    g = rng.integers(-127, 128, (n, dim), dtype=np.int8)
+    g[700:900] = g[100:300]  # duplicates: ties broken by the lower row
+    g[5] = 127  # extreme levels: distances up to 254^2 * dim stay exact
+    valid = rng.random(n) > 0.2
+    q = g[150].copy()
+    q[0] = -127
+    ref = ((g.astype(np.int64) - q.astype(np.int64)) ** 2).sum(axis=1)
+    for isa in range(lib.isa + 1):  # the portable body and every SIMD body this CPU has
+        for k, thr, mask in ((10, 2**62, None), (10, 2**62, valid), (3000, 2**62, valid), (7, int(np.median(ref)), None)):
+            rows = np.flatnonzero(mask) if mask is not None else np.arange(n)
+            rows = rows[ref[rows] <= thr]
+            order = rows[np.lexsort((rows, ref[rows]))][:k]
+            d, r = lib.topk(g, q, mask, thr, k, isa=isa)
+            got = np.lexsort((r, d))
+            np.testing.assert_array_equal(r[got], order, err_msg=f"isa {isa} k {k} thr {thr}")
+            np.testing.assert_array_equal(d[got], ref[order])
+
+
+def test_native_kernel_rejects_bad_arguments() -> None:
+    lib = native_scan.load()
+    if lib is None:
+        pytest.skip("native kernel not built")
+    g = np.zeros((10, 8), np.int8)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        lib.topk(g[:, ::2], np.zeros(4, np.int8), None, 10, 3)
+    with pytest.raises(ValueError, match="query must have 8 levels"):
+        lib.topk(g, np.zeros(5, np.int8), None, 10, 3)
+    with pytest.raises(ValueError, match="valid mask"):
+        lib.topk(g, np.zeros(8, np.int8), np.ones(3, bool), 10, 3)
+    with pytest.raises(ValueError, match="refused"):
+        lib.topk(g, np.zeros(8, np.int8), None, 10, 0)
+    d, r = lib.topk(g[:0], np.zeros(8, np.int8), None, 10, 3)  # empty scan: nothing found
+    assert d.size == 0 and r.size == 0
+
+
+def test_search_without_native_kernel_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = CodecSpec(32, 8, 0.02)
+    q, g = make_data(spec, 900, 2, seed=4)
+    monkeypatch.setattr(native_scan, "load", lambda: None)
+    check(q[:1], g, spec, 5, blocks_of(g, 400), kernel="auto")  # the onnxruntime product path
+    with pytest.raises(ValueError, match="compiled scan kernel"):
+        search.topk(q[:1], iter(blocks_of(g, 400)), spec, 5, kernel="native")
+    monkeypatch.undo()
+    if native_scan.load() is not None:
+        with pytest.raises(ValueError, match="only int8"):
+            search.topk(codec.quantize(np.ones((1, 16), np.float32) / 4, CodecSpec(16, 4, 0.1)), iter([]),
+                        CodecSpec(16, 4, 0.1), 5, kernel="native")
