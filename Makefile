@@ -182,12 +182,15 @@ bench-models: $(STAMP) $(DENSE)/summary.json $(PRUNED)/prune_summary.json
 sweep: $(STAMP) $(DATA_READY)
 	$(EDGEREID) sweep --data $(DATA) --dataset $(DATASET) --out $(WORK)/sweep --model $(MODEL) --img $(IMG) \
 	  --epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --markdown benchmarks/compression.md --plot benchmarks/compression.png
+	cp $(WORK)/sweep/sweep.json benchmarks/compression.json
 
 bench: $(STAMP) bench-search bench-store bench-models
 	$(MAKE) demo
 	cp $(WORK)/report.md benchmarks/demo.md.tmp && { echo "## The demo pipeline (make demo)"; echo; \
 	  echo "Command: \`make demo\` (WORK=$(WORK), MODEL=$(MODEL), IMG=$(IMG), EPOCHS=$(EPOCHS))."; echo; \
 	  cat benchmarks/demo.md.tmp; } > benchmarks/demo.md && rm benchmarks/demo.md.tmp
+	$(BIN)/python bench/pareto.py --latency benchmarks/model_latency.json --compression benchmarks/compression.json \
+	  --demo $(WORK)/report.json --out-png benchmarks/pareto.png --out-md benchmarks/pareto.md
 	$(BIN)/python bench/assemble.py --sections benchmarks --out BENCHMARKS.md
 
 clean:

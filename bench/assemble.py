@@ -9,11 +9,14 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
 # Section files in reading order; any other .md in the folder follows, alphabetically.
-ORDER = ["baseline.md", "compression.md", "pruning.md", "model_latency.md", "search.md", "store.md", "demo.md"]
+ORDER = ["baseline.md", "compression.md", "pruning.md", "model_latency.md", "search.md", "store.md", "demo.md",
+         "pareto.md"]
+_IMAGE_LINK = re.compile(r"\]\((?:\./)?([^)/:]+\.(?:png|jpg|svg))\)")
 
 
 def machine_line() -> str:
@@ -52,8 +55,8 @@ def main() -> int:
     body = []
     for f in files:
         text = f.read_text().strip()
-        # Section images are referenced relative to benchmarks/.
-        text = text.replace("](./", f"]({folder.as_posix()}/")
+        # Section images are referenced relative to benchmarks/ (``](x.png)`` or ``](./x.png)``).
+        text = _IMAGE_LINK.sub(lambda m: f"]({folder.as_posix()}/{m.group(1)})", text)
         body += [text, ""]
     Path(args.out).write_text("\n".join(head + body))
     print(f"wrote {args.out} from {len(files)} sections in {folder}/")

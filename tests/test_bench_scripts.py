@@ -1,0 +1,84 @@
+"""The benchmark scripts behind `make bench`, run as subprocesses on tiny inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_pareto_plot_and_frontier(tmp_path: Path) -> None:
+    lat = {"rows": [
+        {"model": "dense", "runtime": "torch eager", "precision": "fp32", "median_ms": 8.0, "mAP": 0.16},
+        {"model": "pruned", "runtime": "OpenVINO", "precision": "int8", "median_ms": 1.0, "mAP": 0.18},
+        {"model": "pruned", "runtime": "OpenVINO", "precision": "f32", "median_ms": 2.5, "mAP": 0.19},
+        {"model": "dense", "runtime": "OpenVINO", "precision": "f32", "median_ms": 3.0, "mAP": 0.185},  # dominated
+        {"model": "dense", "runtime": "tensorrt", "precision": "fp16", "median_ms": None, "mAP": None},  # not measured
+    ]}
+    comp = {"records": [
+        {"method": "slice", "dim": 32, "variant": "int8-qat", "bytes_per_embedding": 32, "mAP": 0.17},
+        {"method": "prune", "dim": 32, "variant": "int8-qat", "bytes_per_embedding": 32, "mAP": 0.20},
+        {"method": "full", "dim": 192, "variant": "float32", "bytes_per_embedding": 768, "mAP": 0.16},  # dominated
+        {"method": "prune", "dim": 8, "variant": "1bit-ptq", "bytes_per_embedding": 1, "mAP": 0.03},
+    ]}
+    (tmp_path / "lat.json").write_text(json.dumps(lat))
+    (tmp_path / "comp.json").write_text(json.dumps(comp))
+    proc = run(str(REPO / "bench/pareto.py"), "--latency", "lat.json", "--compression", "comp.json",
+               "--demo", "missing.json", "--out-png", "out/p.png", "--out-md", "out/p.md", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote out/p.png and out/p.md" in proc.stdout
+    png = (tmp_path / "out/p.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    md = (tmp_path / "out/p.md").read_text()
+    assert "](./p.png)" in md
+    lat_rows = md.split("Frontier, accuracy vs latency:")[1].split("Frontier, accuracy vs bytes")[0]
+    assert "pruned OpenVINO int8 | 1.00 | 18.0" in lat_rows and "pruned OpenVINO f32 | 2.50 | 19.0" in lat_rows
+    assert "dense" not in lat_rows  # both dense points are slower and less accurate than a pruned one
+    byte_rows = md.split("Frontier, accuracy vs bytes")[1]
+    assert "prune 8d 1bit-ptq | 1 | 3.0" in byte_rows and "prune 32d int8-qat | 32 | 20.0" in byte_rows
+    assert "slice" not in byte_rows and "full" not in byte_rows
+
+
+def test_pareto_names_a_missing_input(tmp_path: Path) -> None:
+    proc = run(str(REPO / "bench/pareto.py"), "--latency", "nope.json", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "latency results not found: nope.json" in proc.stderr
+
+
+def test_assemble_orders_sections_and_fixes_image_links(tmp_path: Path) -> None:
+    sec = tmp_path / "benchmarks"
+    sec.mkdir()
+    (sec / "search.md").write_text("## Search\n\n![plot](./s.png)\n")
+    (sec / "compression.md").write_text("## Compression\n\n![plot](c.png) and [site](https://example.com/x.png)\n")
+    (sec / "zzz.md").write_text("## Extra\n")
+    proc = run(str(REPO / "bench/assemble.py"), "--sections", "benchmarks", "--out", "B.md", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "B.md").read_text()
+    assert text.index("## Compression") < text.index("## Search") < text.index("## Extra")
+    assert "](benchmarks/s.png)" in text and "](benchmarks/c.png)" in text
+    assert "(https://example.com/x.png)" in text
+    assert "Measured on commit" in text
+
+
+def test_search_benchmark_quick_run(tmp_path: Path) -> None:
+    proc = run(str(REPO / "bench/bench_search.py"), "--sizes", "3000", "--dims", "16", "--single-queries", "3",
+               "--batch", "8", "--repeats", "1", "--no-metrics", "--workdir", str(tmp_path),
+               "--out-json", "s.json", "--out-md", "s.md", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "s.json").read_text())
+    (r,) = report["results"]
+    assert r["n"] == 3000 and r["dim"] == 16
+    assert r["exact_vs_faiss_flat"] is True  # same k distances as faiss's exact float index
+    for key in ("edgereid_single_ms", "edgereid_1t_single_ms", "edgereid_ort_1t_single_ms", "faiss_sq8_single_ms",
+                "edgereid_batch_qps", "faiss_sq8_batch_qps"):
+        assert r[key] > 0, key
+    assert report["single_kernel"]
+    md = (tmp_path / "s.md").read_text()
+    assert "| 3,000 | 16 |" in md and "vs SQ8 (1 thread)" in md
