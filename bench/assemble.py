@@ -40,6 +40,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sections", default="benchmarks", help="folder of section .md files (default benchmarks/)")
     p.add_argument("--out", default="BENCHMARKS.md", help="output file (default BENCHMARKS.md)")
+    p.add_argument("--commit", default=None,
+                   help="the commit the suites were measured on (default: this checkout's HEAD, marked when dirty)")
     args = p.parse_args()
     folder = Path(args.sections)
     files = [folder / n for n in ORDER if (folder / n).is_file()]
@@ -47,7 +49,7 @@ def main() -> int:
     head = [
         "# edgereid benchmarks",
         "",
-        f"Measured on commit `{commit()}`, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d}, on {machine_line()}.",
+        f"Measured on commit `{args.commit or commit()}`, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d}, on {machine_line()}.",
         "The machine is shared: timings vary by about 30 % between runs. Every section names the command",
         "that produced it; `make bench` reruns the performance suites and rewrites this file.",
         "",

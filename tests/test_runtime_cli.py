@@ -240,6 +240,7 @@ def test_info_remove_compact_verify(world, gallery: Path):
     assert g["entries"] == 24 and g["identities"] == 6 and g["identities_listed"] == 2
     assert g["spec"] == {"dim": 16, "bits": 8, "scale": 1 / 127, "metric": "l2", "code_bytes": 16}
     assert info["bundle"]["default_artifact"] == "onnx-fp32" and info["bundle"]["input"]["height"] == 32
+    assert info["search_kernel"].startswith(("compiled scan (", "onnxruntime MatMulInteger"))
 
     proc = run("remove", "--gallery", gallery, "100", "0102", "nobody")
     assert proc.returncode == 0, proc.stderr
