@@ -140,3 +140,42 @@ def test_report_table_compares_checkpoints_measured_in_one_process(tmp_path):
     assert all(r["latency"]["runs"] == 2 for r in rows)
     text = out.read_text()
     assert "| both | soft | 4/6 |" in text and "(-5.0)" in text and "(+1.0)" in text
+
+
+def test_report_merges_extra_split_columns_from_eval_files(tmp_path):
+    from edgereid.train.prune.report import main as report_main
+
+    torch.manual_seed(0)
+    dense_model = build_model(micro())
+    save_checkpoint(dense_model, tmp_path / "dense", metadata={"metrics": {"rank1": 0.5, "mAP": 0.4}})
+    pruned = apply_drop_plan(dense_model, [1], 0.5)
+    save_checkpoint(pruned, tmp_path / "pruned", metadata={"metrics": {"rank1": 0.45, "mAP": 0.41},
+                                                           "prune": {"mode": "tokens-drop"}, "distill": "none"})
+    save_checkpoint(pruned, tmp_path / "no_eval", metadata={"metrics": {"rank1": 0.4, "mAP": 0.4},
+                                                            "prune": {"mode": "tokens-drop"}, "distill": "none"})
+    # what `edgereid eval --out CKPT/eval_occ.json` writes
+    (tmp_path / "dense" / "eval_occ.json").write_text(json.dumps({"ckpt": "dense", "data": "occ", "rank1": 0.3,
+                                                                   "mAP": 0.25}))
+    (tmp_path / "pruned" / "eval_occ.json").write_text(json.dumps({"ckpt": "pruned", "data": "occ", "rank1": 0.28,
+                                                                    "mAP": 0.27}))
+    out = tmp_path / "table.md"
+    assert report_main(["--dense", str(tmp_path / "dense"), "--run", f"drop={tmp_path / 'pruned'}",
+                        "--run", f"bare={tmp_path / 'no_eval'}", "--split", "occluded=eval_occ.json",
+                        "--rounds", "1", "--runs", "1", "--out", str(out), "--json", str(tmp_path / "rows.json"),
+                        "--plot", str(tmp_path / "plot.png")]) == 0
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert rows[0]["splits"]["occluded"]["rank1"] == 0.3 and rows[1]["splits"]["occluded"]["mAP"] == 0.27
+    assert rows[2]["splits"]["occluded"] == {"rank1": None, "mAP": None}
+    lines = out.read_text().splitlines()
+    header = next(x for x in lines if x.startswith("| method"))
+    assert header.endswith("| rank-1 | mAP | rank-1 (occluded) | mAP (occluded) |")
+    sep = next(x for x in lines if x.startswith("|---"))
+    assert sep.count("---") == header.count("|") - 1
+    dense_row = next(x for x in lines if x.startswith("| dense |"))
+    assert dense_row.endswith("| 30.0 | 25.0 |")
+    drop_row = next(x for x in lines if x.startswith("| drop |"))
+    assert drop_row.endswith("| 28.0 (-2.0) | 27.0 (+2.0) |")
+    assert next(x for x in lines if x.startswith("| bare |")).endswith("| - | - |")
+    with pytest.raises(SystemExit):
+        report_main(["--dense", str(tmp_path / "dense"), "--split", "occluded", "--out", str(out)])

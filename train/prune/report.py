@@ -10,11 +10,18 @@ rounds) in this one process, so a busy shared machine slows every model alike. R
 wall-clock median and minimum, and the median CPU time of the process per call
 (``time.process_time``), which on an oversubscribed machine is far less disturbed by preemption
 than wall time (with one torch thread it equals the wall time of a quiet machine).
+
+``--split NAME=FILE`` adds rank-1 / mAP columns for another evaluation split: ``FILE`` is a JSON
+file name inside every checkpoint folder, as written by ``edgereid eval --ckpt CKPT --data OTHER
+--out CKPT/FILE`` (e.g. ``--split occluded=eval_occluded.json``). A checkpoint without that file
+shows ``-`` in those columns. ``--plot PNG`` draws rank-1 and mAP against the CPU-time latency,
+one panel per split.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -76,12 +83,30 @@ def describe(label: str, ckpt: Path) -> tuple[dict[str, Any], Any]:
     return row, model
 
 
-def markdown(rows: list[dict[str, Any]], title: str, note: str) -> str:
+def read_split_metrics(ckpt: Path, filename: str) -> dict[str, float | None]:
+    """rank-1 / mAP from ``ckpt/filename`` (an ``edgereid eval`` JSON); None where it is missing."""
+    path = Path(ckpt) / filename
+    if not path.is_file():
+        return {"rank1": None, "mAP": None}
+    data = json.loads(path.read_text())
+    return {"rank1": data.get("rank1"), "mAP": data.get("mAP"), "file": str(path), "data": data.get("data")}
+
+
+def _metric(value: float | None, ref: float | None, is_ref: bool) -> str:
+    if value is None:
+        return "-"
+    delta = "" if is_ref or ref is None else f" ({100 * (value - ref):+.1f})"
+    return f"{100 * value:.1f}{delta}"
+
+
+def markdown(rows: list[dict[str, Any]], title: str, note: str, splits: list[str] | None = None) -> str:
     dense = rows[0]
+    splits = list(splits or [])
+    extra_head = "".join(f" rank-1 ({s}) | mAP ({s}) |" for s in splits)
     lines = [f"### {title}", "", note, "",
              "| method | distill | heads kept | tokens kept (q/MLP) | keys kept | params (M) | MACs (M) | "
-             "latency wall median / wall min / CPU-time median (ms) | speed-up (wall / CPU) | rank-1 | mAP |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "latency wall median / wall min / CPU-time median (ms) | speed-up (wall / CPU) | rank-1 | mAP |" + extra_head,
+             "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * (2 * len(splits))]
     for r in rows:
         lat = r["latency"]
         speed = dense["latency"]["median_ms"] / lat["median_ms"]
@@ -92,8 +117,55 @@ def markdown(rows: list[dict[str, Any]], title: str, note: str) -> str:
             f"| {r['label']} | {r['distill']} | {r['heads_kept']}/{r['heads_total']} | {100 * r['tokens_kept']:.0f} % | "
             f"{100 * r['keys_kept']:.0f} % | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
             f"{lat['median_ms']:.2f} / {lat['min_ms']:.2f} / {lat['cpu_median_ms']:.2f} | x{speed:.2f} / x{speed_cpu:.2f} | "
-            f"{100 * (r['rank1'] or 0):.1f}{d_r1} | {100 * (r['mAP'] or 0):.1f}{d_map} |")
+            f"{100 * (r['rank1'] or 0):.1f}{d_r1} | {100 * (r['mAP'] or 0):.1f}{d_map} |"
+            + "".join(f" {_metric(r['splits'][s]['rank1'], dense['splits'][s]['rank1'], r is dense)} |"
+                      f" {_metric(r['splits'][s]['mAP'], dense['splits'][s]['mAP'], r is dense)} |" for s in splits))
     return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], png: Path, splits: list[str] | None = None, title: str = "Pruning") -> Path:
+    """rank-1 and mAP (%) against the median CPU-time latency, one point per row; one panel per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("default", lambda r: r)] + [(s, lambda r, s=s: r["splits"][s]) for s in (splits or [])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, get) in zip(axes[0], panels):
+        for i, r in enumerate(rows):
+            m = get(r)
+            if m.get("rank1") is None or m.get("mAP") is None:
+                continue
+            x = r["latency"]["cpu_median_ms"]
+            c = colours[i % len(colours)]
+            hollow = r.get("distill") == "none"
+            label = f"{r['label']}" + (" (no KD)" if hollow else "")
+            ax.scatter([x], [100 * m["rank1"]], marker="o", s=46, color=c, facecolors="none" if hollow else c,
+                       label=label)
+            ax.scatter([x], [100 * m["mAP"]], marker="s", s=46, color=c, facecolors="none" if hollow else c)
+            ax.plot([x, x], [100 * m["rank1"], 100 * m["mAP"]], color=c, linewidth=0.6, alpha=0.5)
+        dense = get(rows[0])
+        if dense.get("rank1") is not None:
+            x0 = rows[0]["latency"]["cpu_median_ms"]
+            ax.axvline(x0 / 1.5, color="red", linestyle="--", linewidth=0.8, alpha=0.6)
+            ax.text(x0 / 1.5, ax.get_ylim()[1], " 1.5x faster", color="red", fontsize=7, va="top")
+            ax.axhline(100 * dense["rank1"] - 1, color="grey", linestyle=":", linewidth=0.8)
+            ax.axhline(100 * dense["mAP"] - 2, color="grey", linestyle="-.", linewidth=0.8)
+        ax.set_xlabel("latency, torch eager batch 1, 1 thread: median CPU time per call (ms)")
+        ax.set_ylabel("rank-1 (circles) / mAP (squares), %")
+        ax.set_title(f"{title}: {name} split" if len(panels) > 1 else title)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.text(0.01, 0.01, "dotted: dense rank-1 - 1 pt; dash-dot: dense mAP - 2 pts; hollow: no distillation",
+             fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: torch's)")
     p.add_argument("--out", required=True, help="markdown file to write (the table section)")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
+                   help="extra rank-1 / mAP columns NAME from FILE in every checkpoint folder (an `edgereid eval "
+                        "--out CKPT/FILE` JSON, e.g. occluded=eval_occluded.json); repeatable")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also plot rank-1 / mAP against latency here")
     args = p.parse_args(argv)
+    splits: list[tuple[str, str]] = []
+    for item in args.split:
+        name, _, filename = item.partition("=")
+        if not name or not filename:
+            p.error(f"--split {item!r}: expected NAME=FILE")
+        if name in {n for n, _ in splits}:
+            p.error(f"--split {name!r} given twice")
+        splits.append((name, filename))
     entries = [("dense", Path(args.dense))]
     for item in args.run:
         if "=" not in item:
@@ -117,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, models = [], {}
     for i, (label, ckpt) in enumerate(entries):
         row, model = describe(label, ckpt)
+        row["splits"] = {name: read_split_metrics(ckpt, filename) for name, filename in splits}
         rows.append(row)
         models[str(i)] = model  # labels may repeat (with / without distillation)
     lat = interleaved_latency(models, rounds=args.rounds, runs=args.runs, threads=args.threads)
@@ -124,12 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         r["latency"] = lat[str(i)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows, args.title, args.note))
+    out.write_text(markdown(rows, args.title, args.note, [name for name, _ in splits]))
     print(out.read_text())
     print(f"wrote {out}")
     if args.json:
         write_json_atomic(Path(args.json), rows)
         print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot(rows, Path(args.plot), [name for name, _ in splits], args.title)}")
     return 0
 
 
