@@ -131,15 +131,16 @@ def plot(rows: list[dict[str, Any]], png: Path, splits: list[str] | None = None,
     import matplotlib.pyplot as plt
 
     panels = [("default", lambda r: r)] + [(s, lambda r, s=s: r["splits"][s]) for s in (splits or [])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.0), squeeze=False)
+    labels = list(dict.fromkeys(r["label"] for r in rows))  # one colour per method; hollow = no distillation
+    cmap = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
     for ax, (name, get) in zip(axes[0], panels):
-        for i, r in enumerate(rows):
+        for r in rows:
             m = get(r)
             if m.get("rank1") is None or m.get("mAP") is None:
                 continue
             x = r["latency"]["cpu_median_ms"]
-            c = colours[i % len(colours)]
+            c = cmap(labels.index(r["label"]) % cmap.N)
             hollow = r.get("distill") == "none"
             label = f"{r['label']}" + (" (no KD)" if hollow else "")
             ax.scatter([x], [100 * m["rank1"]], marker="o", s=46, color=c, facecolors="none" if hollow else c,
@@ -155,12 +156,17 @@ def plot(rows: list[dict[str, Any]], png: Path, splits: list[str] | None = None,
             ax.axhline(100 * dense["mAP"] - 2, color="grey", linestyle="-.", linewidth=0.8)
         ax.set_xlabel("latency, torch eager batch 1, 1 thread: median CPU time per call (ms)")
         ax.set_ylabel("rank-1 (circles) / mAP (squares), %")
-        ax.set_title(f"{title}: {name} split" if len(panels) > 1 else title)
+        ax.set_title(f"{name} split", fontsize=10)
         ax.grid(True, alpha=0.3)
-    axes[0][0].legend(fontsize=6, loc="best")
-    fig.text(0.01, 0.01, "dotted: dense rank-1 - 1 pt; dash-dot: dense mAP - 2 pts; hollow: no distillation",
+    handles, names = axes[0][0].get_legend_handles_labels()
+    rows_of_legend = -(-len(names) // 3)
+    bottom = 0.05 + 0.035 * rows_of_legend
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, 0.025))
+    fig.suptitle(title, fontsize=10)
+    fig.text(0.01, 0.005, "dotted: dense rank-1 - 1 pt; dash-dot: dense mAP - 2 pts; hollow: no distillation",
              fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.set_size_inches(6.5 * len(panels), 5.0 + 0.25 * rows_of_legend)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
