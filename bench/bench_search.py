@@ -13,8 +13,8 @@ writes it to a file and memory-maps it like the gallery store does, then times:
 - single-query latency (median over distinct queries) and batch-of-256 throughput (median of
   repeats), peak growth of anonymous RSS during the searches, and whether edgereid's distances
   equal faiss IndexFlatL2's (exact arithmetic on integer levels). The contenders take turns
-  query by query (and batch by batch), so a load swing on a shared machine hits all of them, and
-  who goes first rotates, so cache eviction by the previous contender hits all of them alike.
+  query by query (and batch by batch) in a random order, so a load swing on a shared machine, and
+  the cache eviction by whoever ran before, hit all of them alike.
 
 Run without ``OPENBLAS_CORETYPE`` (``make bench`` unexports it; see TOOLCHAIN.md). The machine may be
 shared: the report records the load average before and after.
@@ -243,20 +243,19 @@ def bench_one(n: int, d: int, args: argparse.Namespace, workdir: Path, rng: np.r
     for fn in single.values():
         fn(0)  # warm-up: sessions, thread pools, page cache
     times: dict[str, list[float]] = {name: [] for name in single}
-    names = list(single)
+    order_rng = np.random.default_rng(args.seed + 1)
     for i in range(len(singles)):
-        # rotate who goes first: the contender after faiss Flat (a float32 copy 4x the gallery)
-        # finds the codes evicted from the cache; rotating spreads that cost over everyone
-        for name in names[i % len(names):] + names[: i % len(names)]:
+        # a fresh random order per query: whoever runs right after faiss Flat (a float32 copy 4x
+        # the gallery) finds the codes evicted from the cache, so no contender may always be it
+        for name in order_rng.permutation(list(single)):
             times[name].append(timed(lambda fn=single[name], i=i: fn(i)))
     for name, ts in times.items():
         res[f"{name}_single_ms"] = 1e3 * statistics.median(ts)
     for fn in batched.values():
         fn()
     times = {name: [] for name in batched}
-    names = list(batched)
-    for r in range(args.repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+    for _ in range(args.repeats):
+        for name in order_rng.permutation(list(batched)):
             times[name].append(timed(batched[name]))
     for name, ts in times.items():
         res[f"{name}_batch_qps"] = args.batch / statistics.median(ts)
