@@ -15,8 +15,8 @@ onnxruntime kernel; ``reid-runtime info`` and ``bench`` report which kernel ran.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.machinery
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -89,23 +89,16 @@ class NativeL2:
         return od[:m], orows[:m]
 
 
-_LOADED: list[NativeL2 | None] = []
-_LOCK = threading.Lock()
-
-
+@functools.cache
 def load() -> NativeL2 | None:
     """The kernel, or None where the extension was not built (or cannot load on this machine)."""
-    with _LOCK:
-        if not _LOADED:
-            path = _library_path()
-            lib = None
-            if path is not None:
-                try:
-                    lib = NativeL2(path)
-                except OSError:
-                    lib = None
-            _LOADED.append(lib)
-        return _LOADED[0]
+    path = _library_path()
+    if path is None:
+        return None
+    try:
+        return NativeL2(path)
+    except OSError:
+        return None
 
 
 def describe() -> str:

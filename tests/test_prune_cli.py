@@ -179,3 +179,17 @@ def test_report_merges_extra_split_columns_from_eval_files(tmp_path):
     assert next(x for x in lines if x.startswith("| bare |")).endswith("| - | - |")
     with pytest.raises(SystemExit):
         report_main(["--dense", str(tmp_path / "dense"), "--split", "occluded", "--out", str(out)])
+
+
+def test_report_split_file_errors_name_the_file(tmp_path):
+    from edgereid.train.prune.report import read_split_metrics
+
+    assert read_split_metrics(tmp_path, "missing.json") == {"rank1": None, "mAP": None}
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not an `edgereid eval` JSON"):
+        read_split_metrics(tmp_path, "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="list.json: expected a JSON object"):
+        read_split_metrics(tmp_path, "list.json")
+    (tmp_path / "ok.json").write_text(json.dumps({"rank1": 0.25, "mAP": 0.2, "data": "d"}))
+    assert read_split_metrics(tmp_path, "ok.json")["mAP"] == 0.2

@@ -302,3 +302,17 @@ def test_search_without_native_kernel_falls_back(monkeypatch: pytest.MonkeyPatch
         with pytest.raises(ValueError, match="only int8"):
             search.topk(codec.quantize(np.ones((1, 16), np.float32) / 4, CodecSpec(16, 4, 0.1)), iter([]),
                         CodecSpec(16, 4, 0.1), 5, kernel="native")
+
+
+def test_auto_kernel_picks_the_compiled_scan_for_few_int8_queries() -> None:
+    # without this, "auto" could silently fall back to onnxruntime and every equality test above
+    # would still pass
+    lib = native_scan.load()
+    spec = CodecSpec(32, 8, 0.02)
+    q, _ = make_data(spec, 16, 6, seed=1)
+    assert (search._IntEngine(q[:1], spec, "auto").native is lib)
+    assert (search._IntEngine(q[:4], spec, "auto").native is lib)
+    assert search._IntEngine(q, spec, "auto").native is None  # 6 queries: the batched product
+    assert search._IntEngine(q[:1], spec, "onnxruntime").native is None
+    q4 = codec.quantize(codec.l2_normalize(np.ones((1, 33), np.float32)), CodecSpec(33, 4, 0.12))
+    assert search._IntEngine(q4, CodecSpec(33, 4, 0.12), "auto").native is None

@@ -88,7 +88,12 @@ def read_split_metrics(ckpt: Path, filename: str) -> dict[str, float | None]:
     path = Path(ckpt) / filename
     if not path.is_file():
         return {"rank1": None, "mAP": None}
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not an `edgereid eval` JSON file ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with rank1 / mAP, got {type(data).__name__}")
     return {"rank1": data.get("rank1"), "mAP": data.get("mAP"), "file": str(path), "data": data.get("data")}
 
 
