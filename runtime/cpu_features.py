@@ -4,7 +4,10 @@ The runtime picks kernels and artifacts by what the CPU offers: x86 machines dif
 AVX-512BW and VNNI (integer dot products accumulated in 32 bits), aarch64 boards (Jetson) in the
 NEON dot-product extension. :func:`cpu_info` reads ``/proc/cpuinfo`` once (Linux; elsewhere the
 fields stay empty and every feature reads as absent) and :attr:`CpuInfo.key` names the CPU for
-caches of per-device measurements.
+caches of per-device measurements. On aarch64 Linux the features come from the kernel's hwcaps
+(``getauxval(AT_HWCAP)``: what this process may execute), and a ``/proc/cpuinfo`` written for
+another architecture is ignored: under qemu-user (``make test-aarch64``) an aarch64 process reads
+the x86 host's file, whose AVX flags it cannot use.
 
 The environment variable ``EDGEREID_CPU_FEATURES`` (comma-separated, e.g. ``avx2``) replaces the
 detected feature list: tests and benchmarks use it to make the code choose as it would on another
@@ -102,11 +105,45 @@ def _parse_features(text: str) -> tuple[str, ...]:
     return tuple(n for n in FEATURES if n in names)
 
 
+_X86_ARCHES = ("x86_64", "amd64", "i386", "i686")
+_ARM64_ARCHES = ("aarch64", "arm64")
+_AT_HWCAP = 16  # getauxval() key of the aarch64 hwcap bits (linux/auxvec.h)
+_ARM64_HWCAPS = {"asimddp": 1 << 20}  # /proc/cpuinfo name -> HWCAP_* bit (arch/arm64 uapi hwcap.h)
+
+
+def _arm64_hwcap_flags() -> set[str] | None:
+    """aarch64 Linux: the hwcaps the kernel grants this process, as /proc/cpuinfo names; None if unreadable."""
+    try:
+        import ctypes
+
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return None
+    getauxval.restype = ctypes.c_ulong
+    getauxval.argtypes = [ctypes.c_ulong]
+    caps = int(getauxval(_AT_HWCAP))
+    if caps == 0:  # every aarch64 CPU has at least fp/asimd: 0 means no hwcaps were passed
+        return None
+    return {name for name, bit in _ARM64_HWCAPS.items() if caps & bit}
+
+
+def _describes(block: dict[str, str], arch: str) -> bool:
+    """Whether a /proc/cpuinfo block was written for ``arch`` (x86 blocks name a vendor and family)."""
+    x86_block = "vendor_id" in block or "cpu family" in block
+    return not block or x86_block == (arch.lower() in _X86_ARCHES)
+
+
 @functools.cache
 def _detected() -> CpuInfo:
-    block = _first_block(_read_cpuinfo())
-    flags = set((block.get("flags") or block.get("features") or "").split())
     arch = platform.machine()
+    block = _first_block(_read_cpuinfo())
+    if not _describes(block, arch):
+        block = {}  # an emulated process reading its host's file (qemu-user): nothing in it applies here
+    flags = set((block.get("flags") or block.get("features") or "").split())
+    if arch.lower() in _ARM64_ARCHES:
+        hwcaps = _arm64_hwcap_flags()
+        if hwcaps is not None:
+            flags = hwcaps
     model = block.get("model name") or _board_model() or block.get("hardware", "")
     if "cpu family" in block:
         ident = f"f{block.get('cpu family')}m{block.get('model', '?')}s{block.get('stepping', '?')}"
