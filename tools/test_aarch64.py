@@ -70,10 +70,10 @@ SELECTIONS = {
     # the kernels whose results could depend on the CPU (integer products, the C scan), no CLI
     "kernels": ["tests/test_cpu_features_arch.py", "tests/test_codec.py", "tests/test_search.py", "tests/test_matching.py", "tests/test_store.py"],
 }
-# (file, test-name prefix): tests that must have run and passed where their file was selected
+# (file, test-name prefix): tests that must have run and passed where their file was selected (the
+# probe checks that the cross-built scan loads; these check what it and the other kernels compute)
 MUST_PASS = [
     ("tests/test_cpu_features_arch.py", "test_aarch64_hwcaps_are_readable_here"),
-    ("tests/test_search.py", "test_native_kernel_is_built_where_a_compiler_exists"),
     ("tests/test_search.py", "test_native_kernel_every_isa_equals_brute_force"),
     ("tests/test_search.py", "test_native_kernel_rejects_bad_arguments"),
     ("tests/test_search.py", "test_auto_kernel_picks_the_compiled_scan_for_few_int8_queries"),
@@ -108,8 +108,13 @@ def log(msg: str) -> None:
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Run a preparation step; a failure ends the run naming the step (its own output is above)."""
     log("$ " + shlex.join(str(c) for c in cmd))
-    return subprocess.run([str(c) for c in cmd], check=True, **kw)
+    proc = subprocess.run([str(c) for c in cmd], **kw)
+    if proc.returncode != 0:
+        sys.exit(f"test-aarch64: {Path(str(cmd[0])).name} {' '.join(str(c) for c in cmd[1:3])} ... "
+                 f"exited {proc.returncode} (see its output above)")
+    return proc
 
 
 # ---- 1. host tools ----------------------------------------------------------------------------
@@ -411,9 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     root = ensure_root(build)
     site = ensure_site(build)
     pkg = stage_packages(build)
-    suffix = subprocess.run([qemu_binary(), "-L", str(root), str(root / "usr" / "bin" / f"python{PY_VERSION}"), "-c",
-                             "import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    suffix = run([qemu_binary(), "-L", root, root / "usr" / "bin" / f"python{PY_VERSION}", "-c",
+                  "import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])"],
+                 capture_output=True, text=True).stdout.strip()  # the emulated Python's, e.g. .cpython-311-aarch64-linux-gnu.so
     build_scan(pkg, suffix)
     log(f"prepared in {time.monotonic() - t0:.0f} s: root {root}, wheels {site}, packages {pkg}")
     if args.prepare_only:
