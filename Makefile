@@ -67,7 +67,7 @@ endif
 # Pipeline outputs are never deleted as intermediates: a second `make demo` finds them and skips.
 .SECONDARY:
 
-.PHONY: help setup test lint demo synth train compress prune export bundles runtime report bench \
+.PHONY: help setup test qemu-user lint demo synth train compress prune export bundles runtime report bench \
         bench-search bench-store bench-models sweep clean
 
 help:
@@ -86,7 +86,16 @@ $(STAMP): pyproject.toml setup.py runtime/_l2scan.c
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# qemu-user runs the search tests on emulated x86 CPUs without AVX-512/VNNI (tests/test_emulated_cpu.py).
+# Installed from Debian's packages when missing and possible (root + apt); else those tests skip and say why.
+qemu-user:
+	@command -v qemu-x86_64-static >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-user-static >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends qemu-user-static >/dev/null 2>&1; }; }; } || \
+	  echo "note: qemu-user-static is not installed and could not be: the emulated-CPU tests will skip"
+
+test: $(STAMP) qemu-user
 	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
 lint: $(STAMP)

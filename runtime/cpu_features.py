@@ -18,7 +18,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-__all__ = ["CpuInfo", "cpu_info", "FEATURES", "FEATURES_ENV"]
+__all__ = ["CpuInfo", "cpu_info", "parse_cpu", "FEATURES", "FEATURES_ENV"]
 
 FEATURES_ENV = "EDGEREID_CPU_FEATURES"
 # the features reports name, in this order: (name in reports, flags that mean it in /proc/cpuinfo)
@@ -63,12 +63,12 @@ class CpuInfo:
         return f"{name} ({self.arch}, {self.logical_cpus} logical CPUs; {feats}{' [overridden]' if self.overridden else ''})"
 
 
-def _read_cpuinfo() -> str:
+def _read(path: str) -> bytes:
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        with open(path, "rb") as f:
             return f.read()
     except OSError:
-        return ""
+        return b""
 
 
 def _first_block(text: str) -> dict[str, str]:
@@ -85,13 +85,55 @@ def _first_block(text: str) -> dict[str, str]:
     return out
 
 
-def _board_model() -> str:
-    """aarch64 boards (Jetson) name themselves in the device tree, not in /proc/cpuinfo."""
-    try:
-        with open("/proc/device-tree/model", "rb") as f:
-            return f.read().rstrip(b"\x00").decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
+_AT_HWCAP = 16
+_HWCAP_ASIMDDP = 1 << 20  # aarch64: SDOT/UDOT
+
+
+def _auxv_hwcap(raw: bytes) -> int | None:
+    """AT_HWCAP from /proc/self/auxv (pairs of native unsigned longs), or None."""
+    import struct
+
+    for i in range(0, len(raw) - 15, 16):
+        key, value = struct.unpack_from("=QQ", raw, i)
+        if key == _AT_HWCAP:
+            return value
+        if key == 0:
+            break
+    return None
+
+
+def parse_cpu(cpuinfo: str, arch: str, hwcap: int | None = None, board: str = "", cpus: int = 1) -> CpuInfo:
+    """A :class:`CpuInfo` from ``/proc/cpuinfo`` text and, on aarch64, the kernel's HWCAP bits.
+
+    On aarch64 the HWCAP bits decide (under qemu-user ``/proc/cpuinfo`` is the host's, while the
+    auxiliary vector is the emulated CPU's); an ``/proc/cpuinfo`` of another architecture's shape
+    is ignored.
+    """
+    block = _first_block(cpuinfo)
+    is_arm = arch in ("aarch64", "arm64")
+    if is_arm and "flags" in block:  # an x86 host's /proc/cpuinfo seen through an emulator
+        block = {}
+    flags = set((block.get("flags") or block.get("features") or "").split())
+    if is_arm and hwcap is not None:
+        flags = {"asimddp"} if hwcap & _HWCAP_ASIMDDP else set()
+    model = block.get("model name") or board or block.get("hardware", "")
+    if "cpu family" in block:
+        ident = f"f{block.get('cpu family')}m{block.get('model', '?')}s{block.get('stepping', '?')}"
+    elif "cpu part" in block:
+        ident = f"i{block.get('cpu implementer', '?')}p{block.get('cpu part')}"
+    else:
+        ident = ""
+    features = tuple(name for name, aliases in FEATURES.items() if flags.intersection(aliases))
+    return CpuInfo(arch=arch, model=model, ident=ident, features=features, logical_cpus=cpus)
+
+
+@functools.cache
+def _detected() -> CpuInfo:
+    arch = platform.machine()
+    hwcap = _auxv_hwcap(_read("/proc/self/auxv")) if arch in ("aarch64", "arm64") else None
+    # aarch64 boards (Jetson) name themselves in the device tree, not in /proc/cpuinfo
+    board = _read("/proc/device-tree/model").rstrip(b"\x00").decode("utf-8", "replace").strip()
+    return parse_cpu(_read("/proc/cpuinfo").decode("utf-8", "replace"), arch, hwcap, board, os.cpu_count() or 1)
 
 
 def _parse_features(text: str) -> tuple[str, ...]:
@@ -100,22 +142,6 @@ def _parse_features(text: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"{FEATURES_ENV}: unknown feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}")
     return tuple(n for n in FEATURES if n in names)
-
-
-@functools.cache
-def _detected() -> CpuInfo:
-    block = _first_block(_read_cpuinfo())
-    flags = set((block.get("flags") or block.get("features") or "").split())
-    arch = platform.machine()
-    model = block.get("model name") or _board_model() or block.get("hardware", "")
-    if "cpu family" in block:
-        ident = f"f{block.get('cpu family')}m{block.get('model', '?')}s{block.get('stepping', '?')}"
-    elif "cpu part" in block:
-        ident = f"i{block.get('cpu implementer', '?')}p{block.get('cpu part')}"
-    else:
-        ident = ""
-    features = tuple(name for name, aliases in FEATURES.items() if flags.intersection(aliases))
-    return CpuInfo(arch=arch, model=model, ident=ident, features=features, logical_cpus=os.cpu_count() or 1)
 
 
 def cpu_info() -> CpuInfo:
