@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from .cpu_features import cpu_info
-from .native_scan import describe as describe_scan
 
 __all__ = ["search_kernels", "device_report"]
 
 
 def search_kernels() -> dict[str, str]:
-    """Which kernel each kind of gallery search runs on here, in words."""
-    kernels = {"single_query": describe_scan()}
-    # --- the integer-product kernel (batched queries; 4/1-bit codes): its description goes here, ---
-    # --- one line, e.g. kernels["product"] = int_gemm.describe()                                  ---
-    return kernels
+    """Which kernel each kind of gallery search runs on here, in words (search owns the list:
+    ``single_query_int8``, the compiled scan or its fallback; ``batch``, the integer product and its
+    form, which may run its one-off exactness probe here)."""
+    from .search import describe_kernels
+
+    return describe_kernels()
 
 
 def device_report() -> dict[str, Any]:

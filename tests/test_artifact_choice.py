@@ -320,7 +320,7 @@ def test_cli_enrol_measures_once_and_query_reuses_it(tmp_path: Path, market: Pat
     assert info["artifact_choice"]["cache_path"] == str(path)
     assert set(info["cpu"]["features"]) == {"avx2", "avx512bw", "vnni", "neon_dot"}
     assert info["cpu"]["arch"] and "summary" in info["cpu"] and "model" in info["cpu"]
-    assert info["search_kernel"]["single_query"].startswith(("compiled scan (", "onnxruntime MatMulInteger"))
+    assert info["search_kernel"]["single_query_int8"].startswith(("compiled scan (", "onnxruntime MatMulInteger"))
     # explicit flags win, and say so
     proc = run("query", "--bundle", bundle, "--gallery", gallery, "--artifact", "onnx-slow",
                sorted((market / "query").glob("*.jpg"))[0], env=env)
@@ -382,7 +382,7 @@ def test_cli_bench_reports_cpu_kernel_and_choice(tmp_path: Path, _private_cache:
     assert rep["artifact_choice"]["how"] == "measured"
     assert rep["cpu"]["features"] == {"avx2": True, "avx512bw": False, "vnni": True, "neon_dot": False}
     assert rep["cpu"]["features_overridden"] is True and rep["cpu"]["arch"]
-    assert "single_query" in rep["search_kernel"]
+    assert set(rep["search_kernel"]) == {"single_query_int8", "batch"}
     md = (out / "bench.md").read_text()
     assert "- cpu: " in md and "avx2, vnni [overridden]" in md
-    assert "- artifact: onnx-fast (fastest here of 2 within tolerance" in md and "- search kernels: single query: " in md
+    assert "- artifact: onnx-fast (fastest here of 2 within tolerance" in md and "- search kernels: single query int8: " in md

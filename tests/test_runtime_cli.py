@@ -240,7 +240,7 @@ def test_info_remove_compact_verify(world, gallery: Path):
     assert g["entries"] == 24 and g["identities"] == 6 and g["identities_listed"] == 2
     assert g["spec"] == {"dim": 16, "bits": 8, "scale": 1 / 127, "metric": "l2", "code_bytes": 16}
     assert info["bundle"]["default_artifact"] == "onnx-fp32" and info["bundle"]["input"]["height"] == 32
-    assert info["search_kernel"]["single_query"].startswith(("compiled scan (", "onnxruntime MatMulInteger"))
+    assert info["search_kernel"]["single_query_int8"].startswith(("compiled scan (", "onnxruntime MatMulInteger"))
     assert set(info["cpu"]["features"]) == {"avx2", "avx512bw", "vnni", "neon_dot"} and info["cpu"]["arch"]
     # one artifact: nothing to time, and the report says so
     assert info["artifact_choice"]["artifact"] == "onnx-fp32" and info["artifact_choice"]["how"] == "single"
