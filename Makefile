@@ -73,7 +73,7 @@ endif
 help:
 	@echo "make demo    - the whole pipeline on the synthetic default (WORK=$(WORK))"
 	@echo "make test    - the test suite"
-	@echo "make setup   - create $(VENV) with edgereid[all,dev]"
+	@echo "make setup   - create $(VENV) with edgereid[all,dev,tensorrt-rtx]"
 	@echo "make lint    - ruff"
 	@echo "make bench   - performance suites; rewrites BENCHMARKS.md"
 	@echo "steps: synth train compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx"
@@ -81,7 +81,7 @@ help:
 $(STAMP): pyproject.toml setup.py runtime/_l2scan.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	$(BIN)/python -m pip install -q -e '.[all,dev,tensorrt-rtx]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -252,8 +252,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     add_bench_args(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub("build-engine", "Build a TensorRT engine from the bundle's ONNX on this device (TensorRT 10+), "
-                            "write it into the bundle with its build log, and add it to the manifest.")
+    p = sub("build-engine", "Build a TensorRT engine from the bundle's ONNX (TensorRT 8.5+ on this device, "
+                            "or TensorRT-RTX ahead of time, no GPU needed), write it into the bundle with its "
+                            "build log, and add it to the manifest.")
     add_build_engine_args(p)
     p.set_defaults(func=cmd_build_engine)
 

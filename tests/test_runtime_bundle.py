@@ -272,17 +272,31 @@ def test_codes_output_is_scaled_to_floats(tiny_bundle: Path):
     np.testing.assert_allclose(open_backend(load_bundle(tiny_bundle)).embed(_inputs(2)), ref * 0.5)
 
 
-def test_tensorrt_backend_without_tensorrt_says_where_it_comes_from(tiny_bundle: Path):
-    try:
-        import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here")
-    except ImportError:
-        pass
+def test_tensorrt_backend_without_a_gpu_is_unavailable_and_says_why(tiny_bundle: Path):
+    """Here (and in CI) TensorRT-RTX is installed but there is no GPU: the backend refuses before the engine
+    is read, as BackendUnavailable, so a default engine artifact falls back to the bundle's ONNX."""
+    from edgereid.runtime.tensorrt_api import available_libraries
+
     engine = tiny_bundle / "tensorrt" / "model.fp16.engine"
     engine.parent.mkdir()
     engine.write_bytes(b"not really an engine")
     w = BundleWriter.from_bundle(tiny_bundle)
-    w.add_artifact("tensorrt-fp16", "tensorrt", "fp16", {"engine": engine}, built_for="nothing")
+    w.add_artifact("tensorrt-fp16", "tensorrt", "fp16", {"engine": engine}, built_for="nothing", default=True)
     w.write()
-    with pytest.raises(BackendUnavailable, match="JetPack"):
+    why = "no usable NVIDIA GPU" if available_libraries() else "no usable TensorRT"
+    with pytest.raises(BackendUnavailable, match=why):
         open_backend(load_bundle(tiny_bundle), backend="tensorrt")
+    with pytest.warns(RuntimeWarning, match="running artifact 'onnx-fp32'"):
+        backend = open_backend(load_bundle(tiny_bundle))  # the default engine cannot run here: ONNX instead
+    assert backend.name == "onnxruntime" and backend.embed(_inputs(2)).shape == (2, 16)
+
+
+def test_tensorrt_library_that_is_missing_says_where_it_comes_from():
+    from edgereid.runtime.tensorrt_api import available_libraries, import_tensorrt
+
+    if "tensorrt" in available_libraries():
+        pytest.skip("TensorRT itself is installed here")
+    with pytest.raises(BackendUnavailable, match="JetPack"):
+        import_tensorrt("tensorrt")
+    with pytest.raises(ValueError, match="expected auto or one of tensorrt, tensorrt-rtx"):
+        import_tensorrt("tensorrt11")
