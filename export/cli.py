@@ -35,6 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder once the new one is done")
     p.set_defaults(func=cmd_export)
 
+    from .tensorrt_rules import TARGETS
+
+    c = sub.add_parser("check-graph", help="pre-flight an ONNX graph for a TensorRT target (jetpack5, jetpack6, rtx)",
+                       description="Check an ONNX graph against what a TensorRT target's parser and builder accept: "
+                                   "opset range, operators, constant TopK K (at most 3840), Q/DQ zero points 0 and "
+                                   "positive scales, Cast types, one static NCHW input, static shapes except the "
+                                   "batch. Each problem names the node, the rule and the fix. Needs only onnx (no "
+                                   "TensorRT, no GPU). Exit code 0: passed; 1: the graph breaks a rule; 2: bad input.")
+    c.add_argument("model", metavar="MODEL.onnx", help="the ONNX graph to check")
+    c.add_argument("--target", required=True, choices=(*TARGETS, "all"),
+                   help="jetpack5 = TensorRT 8.5 (JetPack 5), jetpack6 = TensorRT 10.3 (JetPack 6), rtx = "
+                        "TensorRT-RTX (RTX GPUs); all = each of them")
+    c.add_argument("--json", default=None, metavar="FILE", help="also write the report(s) as JSON to FILE")
+    c.set_defaults(func=cmd_check_graph)
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .bundle import ExportOptions, describe, export_bundle
@@ -50,3 +65,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.target == "jetson" and not (out / "tensorrt").exists():
         print(f"no TensorRT engine built here: see {out}/BUILD_ENGINE.md for the on-device build commands")
     return 0
+
+
+def cmd_check_graph(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .preflight import check_graph
+    from .tensorrt_rules import TARGETS
+
+    targets = list(TARGETS) if args.target == "all" else [args.target]
+    reports = [check_graph(args.model, t) for t in targets]
+    for r in reports:
+        print(r.summary())
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"model": args.model, "reports": [r.to_dict() for r in reports]}, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0 if all(r.passed for r in reports) else 1
