@@ -141,8 +141,9 @@ class _Graph:
                 self.dynamic_batch = True
                 dims[0].dim_value = 2
         del proto.graph.value_info[:]
-        try:
-            inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        custom = any(n.domain not in ("", "ai.onnx") for n in proto.graph.node)
+        try:  # custom-domain operators have no shape functions: infer around them (their own rule reports them)
+            inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=not custom, data_prop=True)
             error = None
         except Exception as exc:  # onnx's InferenceError and friends: reported as a static-shapes finding
             inferred, error = proto, str(exc).strip().splitlines()[0]
@@ -233,7 +234,7 @@ def _check_opset(proto, rules: TensorRTTarget, report: PreflightReport, add) -> 
         add("opset-range", None, "the graph imports no default-domain opset")
     elif not rules.opset_min <= versions[0] <= rules.opset_max:
         add("opset-range", None, f"opset {versions[0]}; {rules.tensorrt} reads opsets {rules.opset_min} to "
-                                 f"{rules.opset_max}")
+                                 f"{rules.opset_max}", policy_key="below" if versions[0] < rules.opset_min else "above")
 
 
 def _check_input(graph: _Graph, add) -> None:
@@ -255,7 +256,7 @@ def _check_node(node, graph: _Graph, rules: TensorRTTarget, add) -> None:
 
     op = node.op_type
     if node.domain not in ("", "ai.onnx"):
-        add("custom-domain", node, f"operator {node.domain}.{op} is not a standard ONNX operator")
+        add("custom-domain", node, f"operator {node.domain}.{op} is not a standard ONNX operator", policy_key="any")
         return
     if op not in rules.ops:
         fix = rules.op_fixes.get(op, f"replace {op} with supported operators, or choose another target")
@@ -319,7 +320,11 @@ def _check_shapes(graph: _Graph, add) -> None:
         add("static-shapes", None, f"shape inference failed: {graph.shape_error}")
         return
     bad = []
+    opaque: set[str] = set()  # computed by custom-domain operators: reported by their own rule, not here
     for node in graph.nodes:
+        if node.domain not in ("", "ai.onnx") or any(i in opaque for i in node.input if i):
+            opaque.update(o for o in node.output if o)
+            continue
         for out in node.output:
             if not out:
                 continue

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["add_build_engine_args", "run_build_engine", "EngineBuildConfig", "EngineBuild", "EngineBuildError",
-           "build_serialized_engine", "build_engine", "engine_file_name"]
+           "build_serialized_engine", "build_engine", "engine_file_name", "default_artifact_name"]
 
 
 @dataclass
@@ -181,7 +181,7 @@ def build_serialized_engine(onnx_path: str | os.PathLike, cfg: EngineBuildConfig
         raise FileNotFoundError(f"{onnx_path}: ONNX file not found")
     lib = trt or import_tensorrt(cfg.library)
     m = lib.module
-    precision = cfg.precision or lib.default_precision
+    precision = lib.check_precision(cfg.precision or lib.default_precision)
     log_lines: list[str] = []
 
     class _Logger(m.ILogger):
@@ -251,8 +251,15 @@ def build_serialized_engine(onnx_path: str | os.PathLike, cfg: EngineBuildConfig
                        timing_cache=bytes(memoryview(config.get_timing_cache().serialize())))
 
 
-def engine_file_name(library: str, precision: str) -> str:
-    """``tensorrt/model.<precision>.engine`` (TensorRT) or ``tensorrt/model.rtx.<precision>.engine``."""
+def default_artifact_name(library: str, precision: str) -> str:
+    return f"tensorrt-rtx-{precision}" if library == "tensorrt-rtx" else f"tensorrt-{precision}"
+
+
+def engine_file_name(library: str, precision: str, name: str | None = None) -> str:
+    """``model.<precision>.engine`` (TensorRT), ``model.rtx.<precision>.engine`` (TensorRT-RTX), or
+    ``<name>.engine`` for an artifact given its own name (so it never overwrites another engine)."""
+    if name and name != default_artifact_name(library, precision):
+        return f"{name}.engine"
     return f"model.rtx.{precision}.engine" if library == "tensorrt-rtx" else f"model.{precision}.engine"
 
 
@@ -292,7 +299,10 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
 
     out_dir = bundle.root / "tensorrt"
     out_dir.mkdir(exist_ok=True)
-    engine_path = out_dir / engine_file_name(lib.library, precision)
+    name = cfg.name or default_artifact_name(lib.library, precision)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only (it names the engine file)")
+    engine_path = out_dir / engine_file_name(lib.library, precision, name)
     log_path = engine_path.with_suffix(".build.log")
     cache_path = Path(cfg.timing_cache) if cfg.timing_cache else out_dir / "timing.cache"
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -324,10 +334,9 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
         built_for = f"{_device_name()}, {built.label}"
     if cfg.dla_core is not None:
         built_for += f", DLA core {cfg.dla_core}"
-    default_name = f"tensorrt-rtx-{precision}" if lib.library == "tensorrt-rtx" else f"tensorrt-{precision}"
     writer = BundleWriter.from_bundle(bundle.root)
     entry = writer.add_artifact(
-        cfg.name or default_name, "tensorrt", precision,
+        name, "tensorrt", precision,
         {"engine": engine_path, "build_log": log_path}, default=cfg.make_default,
         built_for=built_for, library=lib.library, library_version=lib.version,
         build={"source_artifact": src.name, "batch_profile": built.batch_profile,
