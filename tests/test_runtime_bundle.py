@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgereid.runtime.backends import BackendUnavailable, open_backend
+from edgereid.runtime.backends import BACKENDS, BackendUnavailable, open_backend
 from edgereid.runtime.bundle import (
     MANIFEST_NAME,
     BundleError,
@@ -224,6 +224,25 @@ def test_fixed_batch_graph_is_padded(tmp_path: Path, tiny_bundle: Path):
     x = _inputs(6)
     dyn = open_backend(load_bundle(tiny_bundle)).embed(x)
     np.testing.assert_array_equal(backend.embed(x), dyn)
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_every_backend_runs_any_count_of_a_dynamic_batch_without_padding(name, tmp_path: Path):
+    """A tracker embeds a different number of crops each frame: each count is one call of exactly that many rows."""
+    bundle = load_bundle(write_tiny_bundle(tmp_path / "dyn", bits=32, openvino=True))
+    assert bundle.input.fixed_batch is None
+    if name == "tensorrt":  # no GPU here (and no engine in this bundle): the table entry is covered by its own tests
+        pytest.skip("running a TensorRT engine needs an NVIDIA GPU")
+    backend = open_backend(bundle, backend=name, max_batch=64)
+    calls = []
+    run = backend._run
+    backend._run = lambda b: (calls.append(b.shape[0]), run(b))[1]
+    x = _inputs(11, seed=5)
+    outs = {n: backend.embed(x[:n]) for n in (1, 3, 11)}
+    assert calls == [1, 3, 11]  # no padding to a fixed batch, no splitting below max_batch
+    ref = open_backend(bundle, backend="onnxruntime").embed(x)
+    for n, out in outs.items():
+        assert out.shape == (n, 16) and np.abs(out - ref[:n]).max() < 1e-5
 
 
 def test_openvino_matches_onnxruntime(tmp_path: Path, tiny_bundle: Path):
