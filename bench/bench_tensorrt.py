@@ -76,8 +76,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         except EngineBuildError as exc:
             row.update(built=False, error=str(exc)[:300])
         rows.append(row)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"size": args.size, "img": [h, w], "library": lib.label, "compute_capabilities": ccs or ["default"],
-            "cpu": _cpu(), "threads": os.cpu_count(), "python": platform.python_version(), "rows": rows,
+            "cpu": _cpu(), "threads": os.cpu_count(), "python": platform.python_version(), "load_average": load,
+            "rows": rows,
             "targets": {name: t.tensorrt for name, t in TARGETS.items()}}
 
 
@@ -98,7 +100,9 @@ def markdown(res: dict, command: str) -> str:
              + ("its default portable set of GPUs (compute capability 8.0 and newer)"
                 if res["compute_capabilities"] == ["default"] else
                 "compute capability " + ", ".join(res["compute_capabilities"]))
-             + ". Dynamic-batch graphs get the profile 1..32. Running the engines needs an RTX GPU: not measured.",
+             + ". Dynamic-batch graphs get the profile 1..32. Running the engines needs an RTX GPU: not measured."
+             + (f" Load average at the end of the run: {res['load_average']:.1f} (a shared machine: times are "
+                "indicative)." if res.get("load_average") is not None else ""),
              "", "| graph | precision | batch | ONNX MB | export s | parse s | build s | engine MB |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -278,33 +278,29 @@ def test_compute_capabilities_are_chosen_and_turing_needs_fp16(tmp_path):
 
 # -- the rtx export target, end to end ------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def rtx_work(tmp_path_factory):
+def test_rtx_export_builds_engines_runs_without_a_gpu_and_rebuilds_for_another_gpu(tmp_path):
+    """One test (the export is the slow part): the bundle, its fallback on this GPU-less machine, a rebuild."""
+    import shutil
+
+    from edgereid.runtime.bundle import load_bundle
     from edgereid.train.checkpoint import save_checkpoint
     from market_tree import write_market_tree
 
-    tmp = tmp_path_factory.mktemp("rtx")
-    data = write_market_tree(tmp / "data", train_ids=6, test_ids=4, per_cam=2, cams=3)
+    data = write_market_tree(tmp_path / "data", train_ids=6, test_ids=4, per_cam=2, cams=3)
     model = build_variant_model(next(v for v in VARIANTS if v.name == "heads+tokens"), "vit_micro", IMG)
-    save_checkpoint(model, tmp / "ckpt")
-    out = tmp / "bundle"
+    save_checkpoint(model, tmp_path / "ckpt")
+    out = tmp_path / "bundle"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "edgereid", "export", "--ckpt", str(tmp / "ckpt"), "--target", "rtx",
-                           "--data", str(data), "--calib-size", "8", "--parity-images", "4", "--no-eval",
+    proc = subprocess.run([sys.executable, "-m", "edgereid", "export", "--ckpt", str(tmp_path / "ckpt"), "--target",
+                           "rtx", "--data", str(data), "--calib-size", "8", "--parity-images", "4", "--no-eval",
                            "--opt-batch", "2", "--max-batch", "8", "--compute-capability", "8.6,8.9",
                            "--out", str(out)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp, data, out, proc
+    assert f"wrote {out}/manifest.json" in proc.stdout and "pre-flight for TensorRT-RTX" in proc.stderr
 
-
-def test_rtx_bundle_holds_engines_built_ahead_of_time(rtx_work):
-    from edgereid.runtime.bundle import load_bundle
-
-    _, _, out, proc = rtx_work
-    assert f"wrote {out}/manifest.json" in proc.stdout
-    assert "pre-flight for TensorRT-RTX" in proc.stderr
-    bundle = load_bundle(out, verify="all")  # every file, engines included, matches its SHA-256
-    assert bundle.manifest["target"] == "rtx"
+    # 1. the bundle: both engines built ahead of time, hashed, recorded with their library and profile
+    bundle = load_bundle(out, verify="all")
+    assert bundle.manifest["target"] == "rtx" and bundle.manifest["input"]["batch"] == "dynamic"
     assert set(bundle.artifacts) == {"onnx-fp32", "onnx-int8-qdq", "tensorrt-rtx-fp32", "tensorrt-rtx-int8"}
     assert bundle.default_artifact == "tensorrt-rtx-int8"
     for precision, source in (("fp32", "onnx-fp32"), ("int8", "onnx-int8-qdq")):
@@ -312,21 +308,17 @@ def test_rtx_bundle_holds_engines_built_ahead_of_time(rtx_work):
         assert art.backend == "tensorrt" and art.precision == precision
         assert art.extra["library"] == "tensorrt-rtx" and art.extra["library_version"].startswith("1.")
         assert "compute capability 8.6, 8.9" in art.extra["built_for"]
-        assert art.extra["build"]["source_artifact"] == source
-        assert art.extra["build"]["batch_profile"] == [1, 2, 8]
+        assert art.extra["build"]["source_artifact"] == source and art.extra["build"]["batch_profile"] == [1, 2, 8]
         assert art.files["engine"].path == f"tensorrt/model.rtx.{precision}.engine" and art.files["engine"].bytes > 1e5
     checks = bundle.manifest["checks"]
     assert checks["model.onnx"]["preflight"]["passed"] and checks["model.int8.qdq.onnx"]["preflight"]["target"] == "rtx"
-    assert bundle.manifest["input"]["batch"] == "dynamic"
     md = (out / "BUILD_ENGINE.md").read_text()
     assert ("reid-runtime build-engine --bundle . --library tensorrt-rtx --precision int8 --compute-capability 8.6,8.9 "
             "--source-artifact onnx-int8-qdq --min-batch 1 --opt-batch 2 --max-batch 8") in md
 
-
-def test_rtx_bundle_runs_on_the_onnx_without_a_gpu_and_says_so(rtx_work):
-    tmp, data, out, _ = rtx_work
+    # 2. no GPU here: the default engine falls back to the Q/DQ ONNX (same precision), saying why
     run = [sys.executable, "-m", "edgereid.runtime.cli"]
-    store = tmp / "store.bin"
+    store = tmp_path / "store.bin"
     enroll = subprocess.run(run + ["enroll", "--bundle", str(out), "--gallery", str(store), "--create",
                                    str(data / "bounding_box_test")], capture_output=True, text=True, timeout=300)
     assert enroll.returncode == 0, enroll.stderr
@@ -335,24 +327,20 @@ def test_rtx_bundle_runs_on_the_onnx_without_a_gpu_and_says_so(rtx_work):
                                      str(data / "query")], capture_output=True, text=True, timeout=300)
     assert explicit.returncode == 4 and "no usable NVIDIA GPU" in explicit.stderr
 
-
-def test_build_engine_cli_adds_an_rtx_engine_for_another_gpu(rtx_work, tmp_path):
-    import shutil
-
-    from edgereid.runtime.bundle import load_bundle
-
-    _, _, out, _ = rtx_work
-    bundle = tmp_path / "b"
-    shutil.copytree(out, bundle)
-    run = [sys.executable, "-m", "edgereid.runtime.cli", "build-engine", "--bundle", str(bundle)]
-    proc = subprocess.run(run + ["--library", "tensorrt-rtx", "--precision", "int8", "--compute-capability", "12.0",
-                                 "--max-batch", "16", "--name", "tensorrt-rtx-int8-sm120"],
+    # 3. reid-runtime build-engine adds an engine for another GPU, under its own name and file
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    build = run + ["build-engine", "--bundle", str(copy)]
+    proc = subprocess.run(build + ["--library", "tensorrt-rtx", "--precision", "int8", "--compute-capability", "12.0",
+                                   "--max-batch", "16", "--name", "tensorrt-rtx-int8-sm120"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wrote" in proc.stderr and "manifest.json" in proc.stderr
-    art = load_bundle(bundle, verify="all").artifact("tensorrt-rtx-int8-sm120")
+    rebuilt = load_bundle(copy, verify="all")  # the other engines are untouched
+    art = rebuilt.artifact("tensorrt-rtx-int8-sm120")
+    assert art.files["engine"].path == "tensorrt/tensorrt-rtx-int8-sm120.engine"
     assert art.extra["build"]["compute_capabilities"] == ["12.0"] and art.extra["build"]["batch_profile"] == [1, 1, 16]
-    bad = subprocess.run(run + ["--library", "tensorrt-rtx", "--precision", "fp16"], capture_output=True, text=True,
+    bad = subprocess.run(build + ["--library", "tensorrt-rtx", "--precision", "fp16"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "strongly typed" in bad.stderr
 
