@@ -136,7 +136,7 @@ COMMANDS: dict[str, str] = {
     "verify": "check a bundle's file hashes and/or a gallery's checksums",
     "eval": "rank-1/mAP of the bundle on a Market-style query/gallery folder pair",
     "bench": "latency/throughput of embedding and search, peak memory (JSON + Markdown)",
-    "build-engine": "build a TensorRT engine from the bundle's ONNX on this device and add it to the bundle",
+    "build-engine": "build a TensorRT engine (here, or TensorRT-RTX ahead of time) and add it to the bundle",
 }
 
 
