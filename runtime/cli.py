@@ -152,7 +152,7 @@ COMMANDS: dict[str, str] = {
     "verify": "check a bundle's file hashes and/or a gallery's checksums",
     "eval": "rank-1/mAP of the bundle on a Market-style query/gallery folder pair",
     "bench": "latency/throughput of embedding and search, peak memory (JSON + Markdown)",
-    "build-engine": "build a TensorRT engine from the bundle's ONNX on this device and add it to the bundle",
+    "build-engine": "build a TensorRT engine (here, or TensorRT-RTX ahead of time) and add it to the bundle",
 }
 
 
@@ -273,8 +273,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     add_bench_args(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub("build-engine", "Build a TensorRT engine from the bundle's ONNX on this device (TensorRT 10+), "
-                            "write it into the bundle with its build log, and add it to the manifest.")
+    p = sub("build-engine", "Build a TensorRT engine from the bundle's ONNX (TensorRT 8.5+ on this device, "
+                            "or TensorRT-RTX ahead of time, no GPU needed), write it into the bundle with its "
+                            "build log, and add it to the manifest.")
     add_build_engine_args(p)
     p.set_defaults(func=cmd_build_engine)
 

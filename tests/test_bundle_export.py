@@ -52,17 +52,18 @@ def test_cpu_bundle_is_complete_and_measured(cpu_bundle):
     assert m["model"]["params"] > 0 and m["model"]["macs"] > 0
     assert m["embedding"]["dim"] == 16 and m["embedding"]["bits"] == 8 and m["embedding"]["scale"] > 0
     assert m["embedding"]["scale_source"] == "calibration"
-    assert m["input"]["height"] == 64 and m["input"]["batch"] == 1
+    assert m["input"]["height"] == 64 and m["input"]["batch"] == "dynamic"  # the default: any count per call
     # calibration from the train split, recorded with the list's digest
     cal = m["calibration"]
     assert cal["images"] == 12 and cal["source"] == "train split"
     listed = (cpu_bundle / cal["list"]).read_text().splitlines()
     assert len(listed) == 12 and all("bounding_box_train" in line for line in listed)
-    # parity and int8 accuracy numbers
-    assert m["parity"]["onnx-fp32"]["onnxruntime_max_abs"] <= 1e-4
+    # parity (at batch 1 and at the 4 parity images in one batch) and int8 accuracy numbers
+    assert m["parity"]["onnx-fp32"]["onnxruntime_max_abs"] <= 1e-4 and m["parity"]["onnx-fp32"]["batches"] == [1, 4]
     assert m["parity"]["openvino-fp32"]["openvino_f32_max_abs"] <= 1e-4
     for name in ("onnx-int8-qdq", "openvino-int8"):
         assert m["parity"][name]["cosine_to_torch_fp32"]["mean"] > 0.95
+        assert m["parity"][name]["batches"] == [1, 4] and m["parity"][name]["batch1_vs_batch_n_max_abs"] < 0.05
         acc = m["accuracy"][name]
         assert 0.0 <= acc["mAP"] <= 1.0 and "mAP_drop_points" in acc and "within_budget" in acc
         assert acc["max_map_drop_points"] == 0.5  # the budget, for the runtime's automatic choice

@@ -327,15 +327,17 @@ def test_bench_writes_json_and_markdown(world, tmp_path: Path):
 
 
 def test_tensorrt_paths_explain_what_to_install(world, tmp_path: Path):
-    try:
-        import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here")
-    except ImportError:
-        pass
+    from edgereid.runtime.tensorrt_api import available_libraries
+
+    if "tensorrt" in available_libraries():
+        pytest.skip("TensorRT itself is installed here")
     bundle = tmp_path / "b"
     shutil.copytree(world["bundle"], bundle)
-    proc = run("build-engine", "--bundle", bundle, "--precision", "fp16")
+    proc = run("build-engine", "--bundle", bundle, "--library", "tensorrt", "--precision", "fp16")
     assert proc.returncode == 4 and "JetPack" in proc.stderr
+    if "tensorrt-rtx" in available_libraries():  # make setup installs it: auto picks it, and it is strongly typed
+        proc = run("build-engine", "--bundle", bundle, "--precision", "fp16")
+        assert proc.returncode == 2 and "strongly typed" in proc.stderr
     proc = run("build-engine", "--bundle", bundle, "--precision", "int8")
     assert proc.returncode == 2 and "Q/DQ int8 ONNX" in proc.stderr  # this bundle has no int8 graph
 

@@ -55,7 +55,9 @@ def open_backend(bundle: Bundle, backend: str | None = None, precision: str | No
         # Nothing was asked for explicitly and the manifest's default needs an optional library this
         # device lacks (an OpenVINO default on an onnxruntime-only install): run the bundle's ONNX
         # artifact instead, saying so, rather than refusing a bundle that can run here.
-        fallback = next((a for a in bundle.artifacts.values() if a.backend == "onnxruntime"), None)
+        onnx_arts = [a for a in bundle.artifacts.values() if a.backend == "onnxruntime"]
+        # the ONNX artifact at the default's precision (a TensorRT int8 engine -> the Q/DQ int8 graph)
+        fallback = next((a for a in onnx_arts if a.precision == art.precision), onnx_arts[0] if onnx_arts else None)
         if artifact or backend or precision or fallback is None or art.backend == "onnxruntime":
             raise
         warnings.warn(f"{exc}; running artifact {fallback.name!r} (onnxruntime, {fallback.precision}) instead "
