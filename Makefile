@@ -42,10 +42,11 @@ TOKEN_RATE  ?= 0.4
 TOKEN_FORM  ?= drop
 PRUNE_EPOCHS ?= 3
 PRUNE_ARGS  ?=
-# export (make export TARGET=jetson|cpu|onnx [CKPT=run folder] [JETPACK=5])
+# export (make export TARGET=jetson|cpu|onnx|rtx [CKPT=run folder] [JETPACK=5] [RTX_CC=8.6,8.9])
 TARGET    ?= cpu
 CKPT      ?= $(WORK)/pruned
 JETPACK   ?=
+RTX_CC    ?=
 CALIB     ?= 256
 BENCH_ITERS ?= 50
 
@@ -67,27 +68,36 @@ endif
 # Pipeline outputs are never deleted as intermediates: a second `make demo` finds them and skips.
 .SECONDARY:
 
-.PHONY: help setup test test-aarch64 lint demo synth train compress prune export bundles runtime report bench \
-        bench-search bench-store bench-models sweep clean
+.PHONY: help setup test test-aarch64 qemu-user lint demo synth train compress prune export bundles runtime report bench \
+        bench-search bench-store bench-models bench-tensorrt sweep clean
 
 help:
 	@echo "make demo    - the whole pipeline on the synthetic default (WORK=$(WORK))"
 	@echo "make test    - the test suite"
 	@echo "make test-aarch64 - the runtime's tests on emulated Jetson CPUs (qemu-user; installs what it needs)"
-	@echo "make setup   - create $(VENV) with edgereid[all,dev]"
+	@echo "make setup   - create $(VENV) with edgereid[all,dev,tensorrt-rtx]"
 	@echo "make lint    - ruff"
 	@echo "make bench   - performance suites; rewrites BENCHMARKS.md"
-	@echo "steps: synth train compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx"
+	@echo "steps: synth train compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx|rtx"
 
 $(STAMP): pyproject.toml setup.py runtime/_l2scan.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	$(BIN)/python -m pip install -q -e '.[all,dev,tensorrt-rtx]'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# qemu-user runs the search tests on emulated x86 CPUs without AVX-512/VNNI (tests/test_emulated_cpu.py).
+# Installed from Debian's packages when missing and possible (root + apt); else those tests skip and say why.
+qemu-user:
+	@command -v qemu-x86_64-static >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-user-static >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends qemu-user-static >/dev/null 2>&1; }; }; } || \
+	  echo "note: qemu-user-static is not installed and could not be: the emulated-CPU tests will skip"
+
+test: $(STAMP) qemu-user
 	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
 # The runtime's tests on an emulated aarch64 CPU (qemu-user), the C scan cross-built: needs no venv,
@@ -145,7 +155,8 @@ bundles: $(foreach m,$(MODELS),$(WORK)/bundle-$(m)/manifest.json) \
 
 export: $(STAMP) $(if $(filter $(WORK)/pruned,$(CKPT)),$(PRUNED)/prune_summary.json)
 	$(EDGEREID) export --ckpt $(CKPT) --target $(TARGET) --data $(DATA) --dataset $(DATASET) --calib-size $(CALIB) \
-	  $(if $(JETPACK),--jetpack $(JETPACK)) --out $(WORK)/bundle-$(notdir $(CKPT))-$(TARGET) --overwrite
+	  $(if $(JETPACK),--jetpack $(JETPACK)) $(if $(RTX_CC),--compute-capability $(RTX_CC)) \
+	  --out $(WORK)/bundle-$(notdir $(CKPT))-$(TARGET) --overwrite
 
 # On-device side, torch-free: enrol the gallery, stream the queries, evaluate, benchmark.
 $(WORK)/runtime-%/enrolled: $(WORK)/bundle-%/manifest.json
@@ -187,12 +198,17 @@ bench-models: $(STAMP) $(DENSE)/summary.json $(PRUNED)/prune_summary.json
 	$(BIN)/python bench/bench_models.py --model dense=$(DENSE) --model pruned=$(PRUNED) --data $(DATA) \
 	  --work $(WORK)/bench_models --calib-size 128 --out-md benchmarks/model_latency.md --out-json benchmarks/model_latency.json
 
+# TensorRT-RTX parse/build time and engine size per exported graph form, pre-flight per TensorRT target (CPU only)
+bench-tensorrt: $(STAMP)
+	$(BIN)/python bench/bench_tensorrt.py --size $(MODEL) --img $(IMG) --out-json benchmarks/tensorrt.json \
+	  --out-md benchmarks/tensorrt.md
+
 sweep: $(STAMP) $(DATA_READY)
 	$(EDGEREID) sweep --data $(DATA) --dataset $(DATASET) --out $(WORK)/sweep --model $(MODEL) --img $(IMG) \
 	  --epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --markdown benchmarks/compression.md --plot benchmarks/compression.png
 	cp $(WORK)/sweep/sweep.json benchmarks/compression.json
 
-bench: $(STAMP) bench-search bench-store bench-models
+bench: $(STAMP) bench-search bench-store bench-models bench-tensorrt
 	$(MAKE) demo
 	cp $(WORK)/report.md benchmarks/demo.md.tmp && { echo "## The demo pipeline (make demo)"; echo; \
 	  echo "Command: \`make demo\` (WORK=$(WORK), MODEL=$(MODEL), IMG=$(IMG), EPOCHS=$(EPOCHS))."; echo; \

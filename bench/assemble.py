@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 # Section files in reading order; any other .md in the folder follows, alphabetically.
-ORDER = ["baseline.md", "compression.md", "pruning.md", "model_latency.md", "search.md", "store.md", "demo.md",
-         "pareto.md"]
+ORDER = ["baseline.md", "compression.md", "pruning.md", "model_latency.md", "tensorrt.md", "search.md", "store.md",
+         "demo.md", "pareto.md"]
 _IMAGE_LINK = re.compile(r"\]\((?:\./)?([^)/:]+\.(?:png|jpg|svg))\)")
 
 

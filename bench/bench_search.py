@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 from bench_common import load_average, write_report
-from edgereid.runtime import codec, metrics, native_scan, search
+from edgereid.runtime import codec, int_gemm, metrics, native_scan, search
+from edgereid.runtime.cpu_features import cpu_info
 
 BLOCK_ROWS = 65536  # what the gallery store hands the kernel per block
 
@@ -204,6 +205,9 @@ def bench_one(n: int, d: int, args: argparse.Namespace, workdir: Path, rng: np.r
     }
     batched: dict[str, Callable[[], Any]] = {
         "edgereid": lambda: search.topk(batch, blocks_warm(), spec, k, threads=threads),
+        # the product form every CPU can run exactly (what an AVX2-only CPU gets), side by side
+        "edgereid_bounded": lambda: search.topk(batch, blocks_warm(), spec, k, threads=threads,
+                                                kernel="onnxruntime-bounded"),
         "edgereid_1t": lambda: search.topk(batch, blocks_warm(), spec, k, threads=1),
         "edgereid_cold": lambda: search.topk(batch, blocks_cold(), spec, k, threads=threads),
     }
@@ -282,7 +286,9 @@ def bench_one(n: int, d: int, args: argparse.Namespace, workdir: Path, rng: np.r
             batched["faiss_sq8"]()
         res["faiss_sq8_batch_rss_growth_bytes"] = mem.growth
         ref_d, _ = flat.search(qb, k)
-        res["exact_vs_faiss_flat"] = bool(np.array_equal(ours.astype(np.float64), ref_d.astype(np.float64)))
+        _, bounded = batched["edgereid_bounded"]()
+        res["exact_vs_faiss_flat"] = bool(np.array_equal(ours.astype(np.float64), ref_d.astype(np.float64))
+                                          and np.array_equal(bounded.astype(np.float64), ref_d.astype(np.float64)))
         single.clear()
         batched.clear()
         del sq, flat
@@ -315,6 +321,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
+        f"CPU: {report['cpu_summary']}{report.get('cpu_note', '')}; faiss: {report.get('faiss_build', '-')}.",
+        "",
         f"Gallery: {report['data_note']}; k = {report['k']}; edgereid threads = {report['threads']}; "
         f"load average before/after: {report['load_before']} / {report['load_after']} (the machine is "
         "shared with other jobs: a load above the core count slows everything, threads most).",
@@ -341,22 +349,27 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Batch of {report['batch']} queries: queries per second (median of repeats; higher is better).",
         "",
-        "| entries | dim | edgereid warm | warm, 1 thread | edgereid cold | faiss SQ8 | faiss Flat | vs SQ8 (warm) | "
-        "exact | RSS growth edgereid / SQ8 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
+        f"Product form: {report.get('batch_kernel', '-')}. \"bounded\" forces the form every CPU can run exactly "
+        "(the one an x86 CPU without VNNI gets: twice the multiply-adds).",
+        "",
+        "| entries | dim | edgereid warm | warm, 1 thread | bounded form | edgereid cold | faiss SQ8 | faiss Flat | "
+        "vs SQ8 (warm) | bounded vs SQ8 | exact | RSS growth edgereid / SQ8 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
     ]
     for r in rows:
         sq = r.get("faiss_sq8_batch_qps")
         exact = {True: "yes", False: "NO", None: "-"}[r.get("exact_vs_faiss_flat")]
         mb = lambda b: "-" if b is None else f"{b / 2**20:.1f} MB"  # noqa: E731
         lines.append(f"| {r['n']:,} | {r['dim']} | {fmt(r['edgereid_batch_qps'], ',.0f')} | "
-                     f"{fmt(r['edgereid_1t_batch_qps'], ',.0f')} | "
+                     f"{fmt(r['edgereid_1t_batch_qps'], ',.0f')} | {fmt(r.get('edgereid_bounded_batch_qps'), ',.0f')} | "
                      f"{fmt(r['edgereid_cold_batch_qps'], ',.0f')} | {fmt(sq, ',.0f')} | "
                      f"{fmt(r.get('faiss_flat_batch_qps'), ',.0f')} | "
-                     f"{fmt(r['edgereid_batch_qps'] / sq if sq else None, '.2f')}x | {exact} | "
+                     f"{fmt(r['edgereid_batch_qps'] / sq if sq else None, '.2f')}x | "
+                     f"{fmt(r['edgereid_bounded_batch_qps'] / sq if sq and 'edgereid_bounded_batch_qps' in r else None, '.2f')}x | "
+                     f"{exact} | "
                      f"{mb(r['edgereid_batch_rss_growth_bytes'])} / {mb(r.get('faiss_sq8_batch_rss_growth_bytes'))} |")
-    lines += ["", "\"exact\": edgereid's k distances equal faiss IndexFlatL2's on the integer levels for every "
-              "batch query. RSS growth: peak anonymous memory added during the batch searches (the gallery "
+    lines += ["", "\"exact\": edgereid's k distances (both product forms) equal faiss IndexFlatL2's on the integer "
+              "levels for every batch query. RSS growth: peak anonymous memory added during the batch searches (the gallery "
               "itself is memory-mapped, faiss holds its own copy).", ""]
     if report.get("metrics"):
         m = report["metrics"]
@@ -380,7 +393,22 @@ def main(argv: list[str] | None = None) -> int:
                       else "uniform random int8 levels"),
         "results": [],
     }
+    cpu = cpu_info()
+    report["cpu"] = cpu.to_dict()
+    report["cpu_summary"] = cpu.summary()
+    if cpu.overridden:
+        report["cpu_note"] = (" (features forced by EDGEREID_CPU_FEATURES: edgereid chooses its kernel bodies and "
+                              "product form as on such a CPU; onnxruntime's and faiss's own kernels still use "
+                              "this CPU's instructions unless FAISS_OPT_LEVEL says otherwise)")
     report["single_kernel"] = native_scan.describe()
+    report["batch_kernel"] = int_gemm.describe()
+    try:
+        import faiss
+
+        report["faiss_build"] = (f"faiss {faiss.__version__}, compiled {faiss.get_compile_options().strip()}; "
+                                 f"FAISS_OPT_LEVEL={os.environ.get('FAISS_OPT_LEVEL', 'unset')}")
+    except Exception:  # noqa: BLE001 (faiss is optional here)
+        report["faiss_build"] = None
     report["single_threads"] = (args.threads if args.threads else
                                 "library default (1 for the compiled scan, else as for batches)")
     try:

@@ -4,7 +4,7 @@ For each model (dense, compressed, pruned+compressed) it reads, under ``--work``
 
 - ``bundle-<name>/manifest.json``: bytes per embedding (dim x bits), the torch float accuracy;
 - ``runtime-<name>/eval.json``: rank-1 / mAP measured by ``reid-runtime eval`` on the device path
-  (bundle's default artifact, gallery codes, integer distances);
+  (the artifact reid-runtime picks on this machine, gallery codes, integer distances);
 - ``gallery-<name>.bin``: the gallery store that ``reid-runtime enroll`` wrote;
 - ``runtime-<name>/bench-<artifact>/bench.json``: batch-1 embedding latency per backend.
 
@@ -79,18 +79,20 @@ def _fmt(v: Any, spec: str = "") -> str:
 
 def to_markdown(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> str:
     backends = sorted({b for r in rows for b in r.get("latency_b1_ms", {})})
-    head = ["model", "rank-1", "mAP", "bytes/embedding", "gallery file"] + [f"{b} b1 ms" for b in backends]
+    head = (["model", "rank-1", "mAP", "bytes/embedding", "gallery file", "artifact run"]
+            + [f"{b} b1 ms" for b in backends])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"], _fmt(r.get("rank1"), ".3f"), _fmt(r.get("mAP"), ".3f"),
                  _fmt(r.get("bytes_per_embedding")),
-                 f"{r['gallery_bytes'] / 1024:.1f} KiB" if r.get("gallery_bytes") else "-"]
+                 f"{r['gallery_bytes'] / 1024:.1f} KiB" if r.get("gallery_bytes") else "-", _fmt(r.get("artifact"))]
         cells += [_fmt(r["latency_b1_ms"].get(b), ".2f") for b in backends]
         lines.append("| " + " | ".join(cells) + " |")
     if baseline:
         lines.append(f"| colour-histogram baseline | {baseline.get('rank1', 0):.3f} | {baseline.get('mAP', 0):.3f} | "
                      + " | ".join(["-"] * (len(head) - 3)) + " |")
-    lines += ["", "rank-1/mAP: `reid-runtime eval` of each bundle's default artifact on the query/gallery folders, "
+    lines += ["", "rank-1/mAP: `reid-runtime eval` on the query/gallery folders, running the artifact it picks on "
+              "this machine (`artifact run`: the fastest within the bundle's recorded accuracy tolerance), "
               "ranking gallery codes with integer distances (standard Market-1501 protocol). Latency: "
               "`reid-runtime bench`, batch 1, median."]
     return "\n".join(lines) + "\n"

@@ -6,10 +6,19 @@ Targets:
 - ``jetson``: the ONNX graphs ready for TensorRT (+ ``*.jp5.onnx`` LayerNorm-decomposed copies
   with ``jetpack=5``), TensorRT engines when TensorRT is importable here, and always
   ``BUILD_ENGINE.md`` with the exact on-device build commands.
+- ``rtx``: the ONNX graphs + TensorRT-RTX engines (fp32 and int8) built here ahead of time for the
+  chosen compute capabilities (no GPU needed to build; an RTX GPU to run), and ``BUILD_ENGINE.md``.
 
-Every float graph is parity-checked against PyTorch (onnxruntime and OpenVINO f32, 1e-4); every
-int8 artefact is compared with float32 (embedding cosine, and mAP/rank-1 on the data set's
-query/gallery when one is given); the numbers go into the manifest. Calibration images come from
+Graphs have a dynamic batch by default (any number of crops per call, no padding; the per-image
+shapes and so the pruning stay static); ``dynamic_batch=False`` exports a fixed ``batch_size``.
+TensorRT engines get one optimisation profile over ``min_batch``/``opt_batch``/``max_batch``. Every
+graph handed to TensorRT passes the pre-flight of its target first (``export.preflight``: jetson
+-> jetpack6, or jetpack5 with ``jetpack=5``; rtx -> rtx); a graph that fails it stops the export.
+
+Every float graph is parity-checked against PyTorch (onnxruntime and OpenVINO f32, 1e-4), at batch 1
+and at a larger batch when the batch is dynamic; every int8 artefact is compared with float32
+(embedding cosine at both batch sizes, and mAP/rank-1 on the data set's query/gallery, run in
+batches of 64, when one is given); the numbers go into the manifest. Calibration images come from
 the TRAIN split only. The bundle is built in a temporary sibling folder and moved into place at
 the end, so a failed export never leaves a half bundle or destroys an existing one.
 """
@@ -29,18 +38,21 @@ from edgereid.calibration.calib_set import (
     calibration_set_from_dataset,
     load_calibration_images,
 )
-from edgereid.runtime.bundle import BundleWriter
+from edgereid.runtime.bundle import KNOWN_TARGETS, BundleWriter
 
 from .onnx_export import DeployableReID, export_onnx
 from .parity import cosine_stats, parity_report
 
-TARGETS = ("onnx", "cpu", "jetson")
+TARGETS = KNOWN_TARGETS  # onnx, cpu, jetson, rtx: one table, shared with the runtime's manifest reader
 
 
 @dataclass
 class ExportOptions:
-    """What ``edgereid export`` does; defaults give a static batch-1 float-output bundle.
+    """What ``edgereid export`` does; defaults give a dynamic-batch float-output bundle.
 
+    dynamic_batch / batch_size: a symbolic batch axis (any count per call), or a fixed ``batch_size``.
+    min_batch / opt_batch / max_batch: the TensorRT optimisation profile of a dynamic-batch engine.
+    compute_capabilities: target ``rtx``: GPUs the TensorRT-RTX engines are built for (None = its default).
     output: ``embedding`` (float32) or ``codes`` (int8 levels; needs a quantised embedding).
     store_bits: gallery code width recorded for a float (non-quantised) model (8, 4, 1 or 32).
     max_map_drop: the accuracy budget of an int8 artefact, in mAP points (reported, and warned on).
@@ -52,8 +64,12 @@ class ExportOptions:
     jetpack: int | None = None
     calib_size: int = 256
     calib_seed: int = 0
-    dynamic_batch: bool = False
+    dynamic_batch: bool = True
     batch_size: int = 1
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 32
+    compute_capabilities: list[str] | None = None
     output: str = "embedding"
     store_bits: int = 8
     opset: int = 17
@@ -75,6 +91,22 @@ class ExportOptions:
             raise ValueError(f"calib_size must be >= 1, got {self.calib_size}")
         if self.store_bits not in (32, 8, 4, 1):
             raise ValueError(f"store_bits {self.store_bits}: expected 32, 8, 4 or 1")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
+            raise ValueError(f"TensorRT batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch}, "
+                             f"{self.opt_batch}, {self.max_batch}")
+        if self.compute_capabilities and self.target != "rtx":
+            raise ValueError("--compute-capability applies to --target rtx only (Jetson engines are built on the "
+                             "device, for its own GPU)")
+        if self.target == "rtx":
+            from edgereid.runtime.backends.base import BackendUnavailable
+            from edgereid.runtime.tensorrt_api import import_tensorrt
+
+            try:
+                import_tensorrt("tensorrt-rtx")
+            except BackendUnavailable as exc:
+                raise ValueError(f"--target rtx builds TensorRT-RTX engines at export: {exc}") from None
 
 
 def _log(msg: str) -> None:
@@ -248,47 +280,23 @@ def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
     # 5. per-target artefacts ------------------------------------------------------------------
     default = "onnx-fp32"
     if opts.target == "cpu":
-        from .openvino_ir import convert_to_ir
-
-        convert_to_ir(root / "model.onnx", root / "openvino" / "model.xml")
-        float_graphs["openvino-fp32"] = root / "openvino" / "model.xml"
-        artifacts.append(("openvino-fp32", "openvino", "fp32",
-                          {"xml": "openvino/model.xml", "bin": "openvino/model.bin"}, {}))
-        default = "openvino-fp32"
-        if calib_images is not None:
-            from edgereid.calibration.nncf_openvino import quantize_openvino_int8
-
-            quantize_openvino_int8(root / "model.onnx", calib_images, root / "openvino-int8" / "model.xml",
-                                   batch=batch or 1)
-            artifacts.append(("openvino-int8", "openvino", "int8",
-                              {"xml": "openvino-int8/model.xml", "bin": "openvino-int8/model.bin"},
-                              {"notes": "NNCF post-training quantisation, model_type=TRANSFORMER"}))
-            int8_graphs["openvino-int8"] = ("openvino", root / "openvino-int8" / "model.xml")
-            default = "openvino-int8"
-    build_engine_md, engine_sources = None, {}
+        default = _cpu(root, batch, calib_images, float_graphs, artifacts, int8_graphs)
+    build_engine_md, engine_builds = None, []
     if opts.target == "jetson":
-        default, build_engine_md, engine_sources = _jetson(root, opts, spec_in, calib_images is not None,
-                                                           float_graphs, artifacts, checks, notes)
+        default, build_engine_md, engine_builds = _jetson(root, opts, spec_in, calib_images is not None,
+                                                          float_graphs, artifacts, checks, notes)
         if (root / "model.int8.qdq.jp5.onnx").exists():
             int8_graphs["onnx-int8-qdq-jp5"] = ("onnxruntime", root / "model.int8.qdq.jp5.onnx")
+    if opts.target == "rtx":
+        build_engine_md, engine_builds = _rtx(root, opts, spec_in, calib_images is not None, checks)
 
-    # 6. parity of every float graph, cosine of every int8 graph ---------------------------------
-    parity = parity_report(reference, px, {k: v for k, v in float_graphs.items()}, batch=batch,
-                           tol=opts.parity_tol, scale=graph_scale, codes=codes)
+    # 6. parity of every float graph, cosine of every int8 graph (batch 1 and a larger batch) -------
+    parity = _parity(reference, px, float_graphs, int8_graphs, batch, opts, graph_scale, codes)
     _log("parity vs PyTorch: " + ", ".join(f"{k} {v}" for k, v in parity.items() if isinstance(v, dict)))
     accuracy: dict[str, Any] = {}
-    if int8_graphs:
-        from .runners import onnxruntime_runner, openvino_runner
-
-        ref = _run_torch(reference, px)
-        for name, (kind, path) in int8_graphs.items():
-            run = onnxruntime_runner(path, batch) if kind == "onnxruntime" else openvino_runner(path, batch)
-            got = run(px)
-            parity[name] = {"cosine_to_torch_fp32": cosine_stats(_deq(ref, codes, graph_scale),
-                                                                 _deq(got, codes, graph_scale))}
-        if dataset is not None and opts.evaluate:
-            accuracy = _accuracy(dataset, spec_in, reference, float_graphs, int8_graphs, batch, codes, graph_scale,
-                                 opts.max_map_drop)
+    if int8_graphs and dataset is not None and opts.evaluate:
+        accuracy = _accuracy(dataset, spec_in, reference, float_graphs, int8_graphs, batch, codes, graph_scale,
+                             opts.max_map_drop)
 
     # 7. manifest ---------------------------------------------------------------------------
     writer = BundleWriter(root, input=spec_in, embedding=embedding, model=_model_section(model), target=opts.target)
@@ -307,19 +315,64 @@ def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
     if notes:
         writer.set("notes", notes)
     writer.write()
-    if engine_sources:  # TensorRT is importable here: build with the device-side builder, which registers them
-        from edgereid.runtime.engine_build import EngineBuildConfig, build_engine
+    # 8. TensorRT engines, built by the runtime's builder (the device-side code), which registers them ----
+    if engine_builds:
+        from edgereid.runtime.engine_build import build_engine
 
-        for precision, source in engine_sources.items():
-            entry = build_engine(root, EngineBuildConfig(precision=precision, source_artifact=source, make_default=True))
-            _log(f"built {entry['name']} from {source}")
+        for cfg in engine_builds:
+            entry = build_engine(root, cfg)
+            _log(f"built {entry['name']} from {cfg.source_artifact} with {entry['library']} "
+                 f"{entry['library_version']} in {entry['build']['seconds']} s ({entry['built_for']})")
+
+
+def _cpu(root: Path, batch: int | None, calib_images, float_graphs: dict, artifacts: list,
+         int8_graphs: dict) -> str:
+    """Target cpu: OpenVINO IR f32, and the NNCF int8 IR when calibration images are given."""
+    from .openvino_ir import convert_to_ir
+
+    convert_to_ir(root / "model.onnx", root / "openvino" / "model.xml")
+    float_graphs["openvino-fp32"] = root / "openvino" / "model.xml"
+    artifacts.append(("openvino-fp32", "openvino", "fp32",
+                      {"xml": "openvino/model.xml", "bin": "openvino/model.bin"}, {}))
+    if calib_images is None:
+        return "openvino-fp32"
+    from edgereid.calibration.nncf_openvino import quantize_openvino_int8
+
+    quantize_openvino_int8(root / "model.onnx", calib_images, root / "openvino-int8" / "model.xml", batch=batch or 1)
+    artifacts.append(("openvino-int8", "openvino", "int8",
+                      {"xml": "openvino-int8/model.xml", "bin": "openvino-int8/model.bin"},
+                      {"notes": "NNCF post-training quantisation, model_type=TRANSFORMER"}))
+    int8_graphs["openvino-int8"] = ("openvino", root / "openvino-int8" / "model.xml")
+    return "openvino-int8"
+
+
+def _preflight(root: Path, names: list[str], target: str, checks: dict) -> None:
+    """Every graph TensorRT will get must pass its target's pre-flight; the export stops otherwise."""
+    from .preflight import PreflightError, check_graph
+
+    for name in names:
+        report = check_graph(root / name, target)
+        checks.setdefault(name, {})["preflight"] = {"target": target, "tensorrt": report.tensorrt,
+                                                    "passed": report.passed, "nodes": report.nodes}
+        if not report.passed:
+            raise PreflightError(report)
+        _log(f"{name}: pre-flight for {report.tensorrt} passed")
+
+
+def _engine_config(opts: ExportOptions, precision: str, source: str, library: str, default: bool = False):
+    from edgereid.runtime.engine_build import EngineBuildConfig
+
+    return EngineBuildConfig(precision=precision, source_artifact=source, make_default=default, library=library,
+                             min_batch=opts.min_batch, opt_batch=opts.opt_batch, max_batch=opts.max_batch,
+                             compute_capabilities=opts.compute_capabilities if library == "tensorrt-rtx" else None)
 
 
 def _jetson(root: Path, opts: ExportOptions, spec_in: dict, have_int8: bool, float_graphs: dict, artifacts: list,
-            checks: dict, notes: list) -> tuple[str, Path, dict[str, str]]:
+            checks: dict, notes: list) -> tuple[str, Path, list]:
     from .layernorm_decompose import decompose_file
     from .onnx_checks import check_onnx
     from .tensorrt_engine import build_instructions, tensorrt_available
+    from .tensorrt_rules import target_for_export
 
     sources = {"fp16": "model.onnx"}
     if have_int8:
@@ -337,15 +390,16 @@ def _jetson(root: Path, opts: ExportOptions, spec_in: dict, have_int8: bool, flo
             if precision == "fp16":
                 float_graphs[art] = root / jp5
             sources[precision] = jp5
+    _preflight(root, list(sources.values()), target_for_export("jetson", opts.jetpack), checks)
     shape = (opts.batch_size if not opts.dynamic_batch else -1, 3, spec_in["height"], spec_in["width"])
-    default = "onnx-fp32"
     reason = None
     names = {"model.onnx": "onnx-fp32", "model.int8.qdq.onnx": "onnx-int8-qdq", "model.jp5.onnx": "onnx-fp32-jp5",
              "model.int8.qdq.jp5.onnx": "onnx-int8-qdq-jp5"}
-    engine_sources: dict[str, str] = {}
+    engine_builds = []
     if opts.build_engine and tensorrt_available():
         # Built after the manifest is written, by the runtime's builder (it registers each engine).
-        engine_sources = {precision: names[name] for precision, name in sources.items()}
+        engine_builds = [_engine_config(opts, precision, names[name], "tensorrt", default=True)
+                         for precision, name in sources.items()]
     else:
         reason = ("TensorRT is not importable on the exporting machine" if opts.build_engine
                   else "engine building was turned off (--no-engine)")
@@ -355,8 +409,58 @@ def _jetson(root: Path, opts: ExportOptions, spec_in: dict, have_int8: bool, flo
         _log(msg)
     md = root / "BUILD_ENGINE.md"
     graphs = {precision: (name, names[name]) for precision, name in sources.items()}
-    md.write_text(build_instructions(graphs, spec_in["name"], shape, opts.dynamic_batch, opts.jetpack, reason))
-    return default, md, engine_sources
+    md.write_text(build_instructions(graphs, spec_in["name"], shape, opts.dynamic_batch, opts.jetpack, reason,
+                                     profile=(opts.min_batch, opts.opt_batch, opts.max_batch)))
+    return "onnx-fp32", md, engine_builds
+
+
+def _rtx(root: Path, opts: ExportOptions, spec_in: dict, have_int8: bool, checks: dict) -> tuple[Path, list]:
+    """Target rtx: pre-flight the graphs, and TensorRT-RTX engines (fp32, int8) built ahead of time after the manifest."""
+    from .tensorrt_engine import build_instructions
+
+    sources = {"fp32": ("model.onnx", "onnx-fp32")}
+    if have_int8:
+        sources["int8"] = ("model.int8.qdq.onnx", "onnx-int8-qdq")
+    _preflight(root, [name for name, _ in sources.values()], "rtx", checks)
+    engine_builds = [_engine_config(opts, precision, art, "tensorrt-rtx", default=(precision == list(sources)[-1]))
+                     for precision, (_, art) in sources.items()]
+    shape = (opts.batch_size if not opts.dynamic_batch else -1, 3, spec_in["height"], spec_in["width"])
+    md = root / "BUILD_ENGINE.md"
+    md.write_text(build_instructions(sources, spec_in["name"], shape, opts.dynamic_batch, None, None,
+                                     profile=(opts.min_batch, opts.opt_batch, opts.max_batch), library="tensorrt-rtx",
+                                     compute_capabilities=opts.compute_capabilities))
+    return md, engine_builds
+
+
+def _parity(reference, px: np.ndarray, float_graphs: dict, int8_graphs: dict, batch: int | None,
+            opts: ExportOptions, graph_scale: float | None, codes: bool) -> dict[str, Any]:
+    """Float graphs against PyTorch (``parity_report``), int8 graphs by cosine; with a dynamic batch at
+    batch 1 and at ``len(px)`` (the worse of the two is recorded, with both batch sizes)."""
+    from .runners import onnxruntime_runner, openvino_runner
+
+    batches = [batch] if batch else sorted({1, len(px)})
+    reports = [parity_report(reference, px, dict(float_graphs), batch=b if b == batch or b == 1 else None,
+                             tol=opts.parity_tol, scale=graph_scale, codes=codes) for b in batches]
+    parity: dict[str, Any] = reports[-1]
+    for name in float_graphs:
+        entry = dict(reports[-1][name])
+        for other in reports[:-1]:
+            for key, value in other[name].items():
+                entry[key] = max(entry.get(key, value), value)
+        parity[name] = {**entry, "batches": batches}
+    if int8_graphs:
+        ref = _run_torch(reference, px)
+        for name, (kind, path) in int8_graphs.items():
+            make = onnxruntime_runner if kind == "onnxruntime" else openvino_runner
+            got = {b: make(path, batch or (1 if b == 1 else None))(px) for b in batches}
+            full = got[batches[-1]]
+            entry = {"cosine_to_torch_fp32": cosine_stats(_deq(ref, codes, graph_scale), _deq(full, codes, graph_scale)),
+                     "batches": batches}
+            if len(batches) > 1:  # the same images at batch 1 and batch N must give the same embeddings
+                entry["batch1_vs_batch_n_max_abs"] = float(np.abs(_deq(got[1], codes, graph_scale)
+                                                                  - _deq(full, codes, graph_scale)).max())
+            parity[name] = entry
+    return parity
 
 
 def _run_torch(module, x: np.ndarray) -> np.ndarray:
@@ -385,6 +489,7 @@ def _accuracy(dataset, spec_in: dict, reference, float_graphs: dict, int8_graphs
     for name, base in baseline_of.items():
         drop = 100.0 * (results[base]["mAP"] - results[name]["mAP"])
         results[name]["mAP_drop_points"] = drop
+        results[name]["max_map_drop_points"] = float(max_map_drop)  # the runtime's automatic choice reads it
         results[name]["within_budget"] = bool(drop <= max_map_drop)
         if drop > max_map_drop:
             _log(f"WARNING: {name} loses {drop:.2f} mAP points against {base} (budget {max_map_drop})")

@@ -9,7 +9,10 @@ Measures, on the device it runs on, with the backend the command line picks:
   existing store, or a synthetic one of random codes with the bundle's spec, deleted after);
 - ``pipeline_b1``: image file -> identity for one image (preprocess + embed + search), the
   latency a camera stream sees;
-- peak resident memory of the process (``ru_maxrss``) and its resident size after each stage.
+- peak resident memory of the process (``ru_maxrss``) and its resident size after each stage;
+
+and records the device: the CPU (model, AVX2/AVX-512BW/VNNI/NEON dot product), the search
+kernels, and which artifact ran and why (the automatic choice's timings, or the flag that named it).
 
 Every latency is reported as p50/p95/p99/mean/min over ``--iterations`` timed runs after
 ``--warmup`` untimed ones. Results go to ``bench.json`` and ``bench.md`` in ``--out-dir``. These
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .native_scan import describe as describe_search_kernel
+from .device_report import device_report
 
 __all__ = ["add_bench_args", "run_bench", "latency_stats", "peak_rss_bytes", "current_rss_bytes"]
 
@@ -207,12 +210,15 @@ def run_bench(args: argparse.Namespace) -> int:
             shutil.rmtree(tmpdir, ignore_errors=True)
     rss["after_search"] = current_rss_bytes()
 
+    device = device_report()
     report = {
         "bundle": str(embedder.bundle.root),
         "backend": embedder.describe(),
+        "artifact_choice": embedder.choice.to_dict(),
+        "cpu": device["cpu"],
         "input": {"height": inp.height, "width": inp.width},
         "codec": spec.to_dict(),
-        "search_kernel": describe_search_kernel(),
+        "search_kernel": device["search_kernel"],
         "images": source_note,
         "gallery": gallery_info,
         "iterations": args.iterations,
@@ -234,12 +240,17 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def to_markdown(report: dict[str, Any]) -> str:
     b = report["backend"]
+    kernels = report.get("search_kernel") or {}
+    kernel_text = ("; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in kernels.items())
+                   if isinstance(kernels, dict) else str(kernels))
     lines = [
         f"# reid-runtime bench: {b.get('artifact')} on {b.get('backend')}",
         "",
         f"- bundle: `{report['bundle']}`; input {report['input']['width']}x{report['input']['height']}; "
-        f"codec dim {report['codec']['dim']}, {report['codec']['bits']} bits; "
-        f"search kernel: {report.get('search_kernel', '-')}",
+        f"codec dim {report['codec']['dim']}, {report['codec']['bits']} bits",
+        f"- cpu: {report['cpu']['summary']}" if report.get("cpu") else "- cpu: -",
+        f"- {report['artifact_choice']['line']}" if report.get("artifact_choice") else "- artifact: -",
+        f"- search kernels: {kernel_text or '-'}",
         f"- images: {report['images']}; gallery: {report['gallery']['entries']} entries "
         f"({report['gallery']['path']})",
         f"- machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs; "

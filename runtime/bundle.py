@@ -48,7 +48,7 @@ FORMAT_VERSION = 1
 KNOWN_FORMAT_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
 KNOWN_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-KNOWN_TARGETS = ("onnx", "cpu", "jetson")
+KNOWN_TARGETS = ("onnx", "cpu", "jetson", "rtx")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HASH_CHUNK = 1 << 20  # hashing streams 1 MiB at a time: engines can be hundreds of MB
 

@@ -78,11 +78,15 @@ def _add_bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="bundle folder written by `edgereid export` (holds manifest.json); its files are "
                         "checked against their SHA-256 before use")
     g.add_argument("--backend", choices=("onnxruntime", "openvino", "tensorrt"), default=None,
-                   help="inference backend (default: the manifest's default artifact's backend)")
+                   help="run this backend's artifact (at the default artifact's precision if it has one); "
+                        "turns the automatic choice off")
     g.add_argument("--precision", default=None, metavar="P",
-                   help="artifact precision to run, e.g. fp32, fp16, int8 (default: the default artifact's)")
+                   help="run the artifact of this precision, e.g. fp32, fp16, int8 (on the default artifact's "
+                        "backend if it has one); turns the automatic choice off")
     g.add_argument("--artifact", default=None, metavar="NAME",
-                   help="run this artifact of the manifest by name (overrides --backend/--precision)")
+                   help="run this artifact of the manifest by name (overrides --backend/--precision); turns the "
+                        "automatic choice off")
+    _add_choice_arg(g)
     g.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
                    help="images embedded per backend call (default 16); a fixed-batch graph uses its own size")
     g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
@@ -92,6 +96,18 @@ def _add_bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--ov-inference-precision", default=None, metavar="P",
                    help="OpenVINO only: INFERENCE_PRECISION_HINT (default f32 for fp32 artifacts; bf16/f16 "
                         "are faster but change embeddings by about 1e-2)")
+
+
+def _add_choice_arg(g) -> None:
+    from .artifact_choice import CHOICE_ENV
+
+    g.add_argument("--artifact-choice", choices=("auto", "measure", "manifest"), default=None,
+                   help="which artifact runs when none of --artifact/--backend/--precision is given: auto = the "
+                        "fastest on this device among those whose accuracy the bundle records as within "
+                        "tolerance, timed once (a few seconds) and cached in BUNDLE/runtime-cache/ (or "
+                        "~/.cache/edgereid when the bundle is read-only) per bundle, CPU and library versions; "
+                        "measure = time them again now and replace the cached decision; manifest = the "
+                        f"manifest's default artifact, nothing timed. Default: ${CHOICE_ENV}, else auto")
 
 
 def _add_gallery_args(p: argparse.ArgumentParser, required: bool = True, create: bool = True) -> None:
@@ -136,7 +152,7 @@ COMMANDS: dict[str, str] = {
     "verify": "check a bundle's file hashes and/or a gallery's checksums",
     "eval": "rank-1/mAP of the bundle on a Market-style query/gallery folder pair",
     "bench": "latency/throughput of embedding and search, peak memory (JSON + Markdown)",
-    "build-engine": "build a TensorRT engine from the bundle's ONNX on this device and add it to the bundle",
+    "build-engine": "build a TensorRT engine (here, or TensorRT-RTX ahead of time) and add it to the bundle",
 }
 
 
@@ -205,12 +221,17 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     _add_output_arg(p)
     p.set_defaults(func=cmd_query)
 
-    p = sub("info", "Describe a gallery store and/or a bundle as one JSON object on stdout.")
+    p = sub("info", "Describe this device (CPU model and features, search kernels), a gallery store and/or a "
+                    "bundle (with the artifact chosen here and why) as one JSON object on stdout.")
     p.add_argument("--gallery", default=None, metavar="STORE", help="gallery store to describe")
     p.add_argument("--bundle", default=None, metavar="DIR", help="bundle to describe (hashes are not checked: "
                                                                  "use verify)")
     p.add_argument("--max-identities", type=int, default=50, metavar="N",
                    help="list at most N identities with their entry counts (default 50; 0 lists all)")
+    p.add_argument("--artifact-choice", choices=("auto", "measure", "manifest"), default=None,
+                   help="with --bundle: auto (default) reports the artifact this device runs as cached by an "
+                        "earlier command, timing nothing ('pending' when none has run yet); measure = time the "
+                        "candidates now and cache the decision; manifest = report the manifest's default")
     p.set_defaults(func=cmd_info)
 
     p = sub("remove", "Remove every entry of the given identities from the gallery (appends a tombstone).")
@@ -252,8 +273,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     add_bench_args(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub("build-engine", "Build a TensorRT engine from the bundle's ONNX on this device (TensorRT 10+), "
-                            "write it into the bundle with its build log, and add it to the manifest.")
+    p = sub("build-engine", "Build a TensorRT engine from the bundle's ONNX (TensorRT 8.5+ on this device, "
+                            "or TensorRT-RTX ahead of time, no GPU needed), write it into the bundle with its "
+                            "build log, and add it to the manifest.")
     add_build_engine_args(p)
     p.set_defaults(func=cmd_build_engine)
 
@@ -310,8 +332,18 @@ def _embedder(args: argparse.Namespace):
         options["inference_precision"] = args.ov_inference_precision
     cfg = EmbedderConfig(backend=args.backend, precision=args.precision, artifact=args.artifact,
                          batch_size=args.batch_size, threads=args.threads,
-                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, backend_options=options)
-    return Embedder(args.bundle, cfg)
+                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, backend_options=options,
+                         choice=args.artifact_choice)
+    embedder = Embedder(args.bundle, cfg)
+    _note_choice(embedder.choice)
+    return embedder
+
+
+def _note_choice(choice) -> None:
+    """The artifact line on stderr (which artifact runs, why, where the decision is cached)."""
+    for note in choice.notes:
+        _note(f"note: {note}")
+    _note(choice.line())
 
 
 def _open_store(path: str, spec, mode: str, create: bool):
@@ -542,18 +574,23 @@ def _store_info(path: str, max_identities: int) -> dict:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .device_report import device_report
+
     if not args.gallery and not args.bundle:
         raise UsageError("info needs --gallery and/or --bundle")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = device_report()
     if args.gallery:
         out["gallery"] = _store_info(args.gallery, args.max_identities)
-        from .native_scan import describe
-
-        out["search_kernel"] = describe()
     if args.bundle:
+        from .artifact_choice import choose_artifact, resolve_mode
         from .bundle import load_bundle
 
-        out["bundle"] = load_bundle(args.bundle).summary()
+        bundle = load_bundle(args.bundle)
+        out["bundle"] = bundle.summary()
+        mode = resolve_mode(args.artifact_choice)
+        choice = choose_artifact(bundle, mode=mode, measure=mode == "measure")
+        out["artifact_choice"] = choice.to_dict()
+        _note_choice(choice)
     print(json.dumps(out, indent=2, default=_jsonable), flush=True)
     _note("info written to stdout")
     return EXIT_OK
@@ -660,6 +697,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         query, gallery = args.query, args.gallery_dir
     else:
         raise UsageError("eval needs --data ROOT, or both --query DIR and --gallery-dir DIR")
+    for folder in (query, gallery):  # before the backend is opened (and perhaps artifacts are timed)
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(f"{folder}: not a folder")
     embedder = _embedder(args)
     try:
         result = evaluate_folders(embedder, query, gallery)

@@ -4,10 +4,7 @@ The runtime picks kernels and artifacts by what the CPU offers: x86 machines dif
 AVX-512BW and VNNI (integer dot products accumulated in 32 bits), aarch64 boards (Jetson) in the
 NEON dot-product extension. :func:`cpu_info` reads ``/proc/cpuinfo`` once (Linux; elsewhere the
 fields stay empty and every feature reads as absent) and :attr:`CpuInfo.key` names the CPU for
-caches of per-device measurements. On aarch64 Linux the features come from the kernel's hwcaps
-(``getauxval(AT_HWCAP)``: what this process may execute), and a ``/proc/cpuinfo`` written for
-another architecture is ignored: under qemu-user (``make test-aarch64``) an aarch64 process reads
-the x86 host's file, whose AVX flags it cannot use.
+caches of per-device measurements.
 
 The environment variable ``EDGEREID_CPU_FEATURES`` (comma-separated, e.g. ``avx2``) replaces the
 detected feature list: tests and benchmarks use it to make the code choose as it would on another
@@ -21,7 +18,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-__all__ = ["CpuInfo", "cpu_info", "FEATURES", "FEATURES_ENV"]
+__all__ = ["CpuInfo", "cpu_info", "parse_cpu", "FEATURES", "FEATURES_ENV"]
 
 FEATURES_ENV = "EDGEREID_CPU_FEATURES"
 # the features reports name, in this order: (name in reports, flags that mean it in /proc/cpuinfo)
@@ -66,12 +63,12 @@ class CpuInfo:
         return f"{name} ({self.arch}, {self.logical_cpus} logical CPUs; {feats}{' [overridden]' if self.overridden else ''})"
 
 
-def _read_cpuinfo() -> str:
+def _read(path: str) -> bytes:
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        with open(path, "rb") as f:
             return f.read()
     except OSError:
-        return ""
+        return b""
 
 
 def _first_block(text: str) -> dict[str, str]:
@@ -88,13 +85,55 @@ def _first_block(text: str) -> dict[str, str]:
     return out
 
 
-def _board_model() -> str:
-    """aarch64 boards (Jetson) name themselves in the device tree, not in /proc/cpuinfo."""
-    try:
-        with open("/proc/device-tree/model", "rb") as f:
-            return f.read().rstrip(b"\x00").decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
+_AT_HWCAP = 16
+_HWCAP_ASIMDDP = 1 << 20  # aarch64: SDOT/UDOT
+
+
+def _auxv_hwcap(raw: bytes) -> int | None:
+    """AT_HWCAP from /proc/self/auxv (pairs of native unsigned longs), or None."""
+    import struct
+
+    for i in range(0, len(raw) - 15, 16):
+        key, value = struct.unpack_from("=QQ", raw, i)
+        if key == _AT_HWCAP:
+            return value
+        if key == 0:
+            break
+    return None
+
+
+def parse_cpu(cpuinfo: str, arch: str, hwcap: int | None = None, board: str = "", cpus: int = 1) -> CpuInfo:
+    """A :class:`CpuInfo` from ``/proc/cpuinfo`` text and, on aarch64, the kernel's HWCAP bits.
+
+    On aarch64 the HWCAP bits decide (under qemu-user ``/proc/cpuinfo`` is the host's, while the
+    auxiliary vector is the emulated CPU's); an ``/proc/cpuinfo`` of another architecture's shape
+    is ignored.
+    """
+    block = _first_block(cpuinfo)
+    is_arm = arch in ("aarch64", "arm64")
+    if is_arm and "flags" in block:  # an x86 host's /proc/cpuinfo seen through an emulator
+        block = {}
+    flags = set((block.get("flags") or block.get("features") or "").split())
+    if is_arm and hwcap is not None:
+        flags = {"asimddp"} if hwcap & _HWCAP_ASIMDDP else set()
+    model = block.get("model name") or board or block.get("hardware", "")
+    if "cpu family" in block:
+        ident = f"f{block.get('cpu family')}m{block.get('model', '?')}s{block.get('stepping', '?')}"
+    elif "cpu part" in block:
+        ident = f"i{block.get('cpu implementer', '?')}p{block.get('cpu part')}"
+    else:
+        ident = ""
+    features = tuple(name for name, aliases in FEATURES.items() if flags.intersection(aliases))
+    return CpuInfo(arch=arch, model=model, ident=ident, features=features, logical_cpus=cpus)
+
+
+@functools.cache
+def _detected() -> CpuInfo:
+    arch = platform.machine()
+    hwcap = _auxv_hwcap(_read("/proc/self/auxv")) if arch in ("aarch64", "arm64") else None
+    # aarch64 boards (Jetson) name themselves in the device tree, not in /proc/cpuinfo
+    board = _read("/proc/device-tree/model").rstrip(b"\x00").decode("utf-8", "replace").strip()
+    return parse_cpu(_read("/proc/cpuinfo").decode("utf-8", "replace"), arch, hwcap, board, os.cpu_count() or 1)
 
 
 def _parse_features(text: str) -> tuple[str, ...]:
@@ -103,56 +142,6 @@ def _parse_features(text: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"{FEATURES_ENV}: unknown feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}")
     return tuple(n for n in FEATURES if n in names)
-
-
-_X86_ARCHES = ("x86_64", "amd64", "i386", "i686")
-_ARM64_ARCHES = ("aarch64", "arm64")
-_AT_HWCAP = 16  # getauxval() key of the aarch64 hwcap bits (linux/auxvec.h)
-_ARM64_HWCAPS = {"asimddp": 1 << 20}  # /proc/cpuinfo name -> HWCAP_* bit (arch/arm64 uapi hwcap.h)
-
-
-def _arm64_hwcap_flags() -> set[str] | None:
-    """aarch64 Linux: the hwcaps the kernel grants this process, as /proc/cpuinfo names; None if unreadable."""
-    try:
-        import ctypes
-
-        getauxval = ctypes.CDLL(None).getauxval
-    except (OSError, AttributeError):
-        return None
-    getauxval.restype = ctypes.c_ulong
-    getauxval.argtypes = [ctypes.c_ulong]
-    caps = int(getauxval(_AT_HWCAP))
-    if caps == 0:  # every aarch64 CPU has at least fp/asimd: 0 means no hwcaps were passed
-        return None
-    return {name for name, bit in _ARM64_HWCAPS.items() if caps & bit}
-
-
-def _describes(block: dict[str, str], arch: str) -> bool:
-    """Whether a /proc/cpuinfo block was written for ``arch`` (x86 blocks name a vendor and family)."""
-    x86_block = "vendor_id" in block or "cpu family" in block
-    return not block or x86_block == (arch.lower() in _X86_ARCHES)
-
-
-@functools.cache
-def _detected() -> CpuInfo:
-    arch = platform.machine()
-    block = _first_block(_read_cpuinfo())
-    if not _describes(block, arch):
-        block = {}  # an emulated process reading its host's file (qemu-user): nothing in it applies here
-    flags = set((block.get("flags") or block.get("features") or "").split())
-    if arch.lower() in _ARM64_ARCHES:
-        hwcaps = _arm64_hwcap_flags()
-        if hwcaps is not None:
-            flags = hwcaps
-    model = block.get("model name") or _board_model() or block.get("hardware", "")
-    if "cpu family" in block:
-        ident = f"f{block.get('cpu family')}m{block.get('model', '?')}s{block.get('stepping', '?')}"
-    elif "cpu part" in block:
-        ident = f"i{block.get('cpu implementer', '?')}p{block.get('cpu part')}"
-    else:
-        ident = ""
-    features = tuple(name for name, aliases in FEATURES.items() if flags.intersection(aliases))
-    return CpuInfo(arch=arch, model=model, ident=ident, features=features, logical_cpus=os.cpu_count() or 1)
 
 
 def cpu_info() -> CpuInfo:

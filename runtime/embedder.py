@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .artifact_choice import ArtifactChoice, ChoiceConfig, choose_artifact, explicit_choice
 from .backends import Backend, open_backend
 from .bundle import Bundle, load_bundle
 from .codec import CodecSpec, l2_normalize, quantize
@@ -28,15 +29,24 @@ __all__ = ["EmbedderConfig", "Embedder", "EmbeddedBatch"]
 
 @dataclass
 class EmbedderConfig:
-    """How to run a bundle. Defaults: the manifest's default artifact, batches of 16 images."""
+    """How to run a bundle. Defaults: the fastest artifact here within tolerance, batches of 16 images.
 
-    backend: str | None = None  # onnxruntime | openvino | tensorrt (None: the manifest's default)
-    precision: str | None = None  # fp32 | fp16 | int8 ... (None: the default artifact's)
+    Naming an ``artifact`` (or a ``backend`` and/or ``precision``, picked by ``Bundle.select``)
+    runs that. With none of the three, ``choice`` decides (:mod:`edgereid.runtime.artifact_choice`):
+    ``auto`` the fastest artifact on this device among those the bundle records as accurate
+    enough, measured once and cached; ``measure`` the same, measured again now; ``manifest`` the
+    manifest's default artifact. None reads ``$EDGEREID_ARTIFACT_CHOICE``, else ``auto``.
+    """
+
+    backend: str | None = None  # onnxruntime | openvino | tensorrt
+    precision: str | None = None  # fp32 | fp16 | int8 ...
     artifact: str | None = None  # an artifact name; overrides backend/precision
     batch_size: int = 16
     threads: int | None = None  # backend intra-op threads (None: the library's default)
     max_pixels: int = DEFAULT_MAX_PIXELS
     backend_options: dict[str, Any] = field(default_factory=dict)
+    choice: str | None = None  # auto | measure | manifest, when no artifact/backend/precision is named
+    choice_config: ChoiceConfig = field(default_factory=ChoiceConfig)
 
 
 @dataclass
@@ -60,10 +70,26 @@ class Embedder:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.spec: CodecSpec = self.bundle.embedding.codec_spec()
         self.preprocessor = Preprocessor(self.bundle.input, self.config.max_pixels)
-        self.backend: Backend = open_backend(
-            self.bundle, backend=self.config.backend, precision=self.config.precision,
-            artifact=self.config.artifact, max_batch=max(self.config.batch_size, 1),
-            threads=self.config.threads, **self.config.backend_options)
+        cfg = self.config
+        options = dict(max_batch=max(cfg.batch_size, 1), threads=cfg.threads, **cfg.backend_options)
+        asked = {"artifact": cfg.artifact, "backend": cfg.backend, "precision": cfg.precision}
+        if any(asked.values()):
+            self.backend: Backend = open_backend(self.bundle, backend=cfg.backend, precision=cfg.precision,
+                                                 artifact=cfg.artifact, **options)
+            #: which artifact runs and why (``info``/``bench`` report it, the CLI prints its line)
+            self.choice: ArtifactChoice = explicit_choice(self.bundle, self.backend.artifact.name, asked)
+            return
+        self.choice = choose_artifact(self.bundle, mode=cfg.choice, config=cfg.choice_config,
+                                      batch_size=cfg.batch_size, threads=cfg.threads,
+                                      backend_options=cfg.backend_options)
+        if self.choice.how in ("measured", "cached", "single"):
+            self.backend = open_backend(self.bundle, artifact=self.choice.artifact, **options)
+        else:  # the manifest's default, with open_backend's fallback when its library is missing here
+            self.backend = open_backend(self.bundle, **options)
+            if self.backend.artifact.name != self.bundle.default_artifact:
+                self.choice.reason += (f"; {self.bundle.default_artifact} needs a library missing here, so "
+                                       f"{self.backend.artifact.name}")
+            self.choice.artifact = self.backend.artifact.name
 
     # -- arrays ------------------------------------------------------------------------------
     def embed_array(self, batch: np.ndarray) -> np.ndarray:

@@ -1,19 +1,23 @@
-"""``reid-runtime build-engine``: build a TensorRT engine on the device, from the bundle's ONNX.
+"""``reid-runtime build-engine``: build a TensorRT engine from a bundle's ONNX and add it to the bundle.
 
-A TensorRT engine is native code for one GPU model and one TensorRT version, so it cannot be
-shipped in a bundle made elsewhere: the exporter ships the ONNX graphs (float32, and the symmetric
-Q/DQ int8 graph) and ``BUILD_ENGINE.md``; this command turns one into an engine where it will run
-and records it in the manifest like any other artifact (path, SHA-256, bytes, ``built_for``).
+A TensorRT engine is native code for one GPU family and one TensorRT version. Two ways to get one:
 
-TensorRT 10+ API only: an explicit-batch network from ``OnnxParser``, one optimisation profile
-over the batch sizes (``--min-batch``/``--opt-batch``/``--max-batch``; a fixed-batch graph uses
-its own size), ``FP16`` for fp16, ``INT8`` (+ ``FP16`` for the rest) from the Q/DQ graph, whose
-scales come from the graph itself (explicit quantisation: no calibrator), a timing cache reused
-across builds, and optionally a DLA core (Jetson Orin) with GPU fallback. The TensorRT log of the
-build is written next to the engine.
+- **TensorRT** (Jetson, x86 GPU servers): build on the device itself. The exporter ships the ONNX
+  graphs (float32, the symmetric Q/DQ int8 graph, and for JetPack 5 their LayerNorm-decomposed
+  copies) and ``BUILD_ENGINE.md``; this command turns one into an engine where it will run.
+  Precision comes from builder flags: ``fp16``, or ``int8`` (+ fp16 for the rest) from the Q/DQ
+  graph, whose scales are in the graph (explicit quantisation: no calibrator).
+- **TensorRT-RTX** (RTX workstations): engines are built ahead of time on any machine, without a
+  GPU, for chosen compute capabilities (``--compute-capability 8.6,8.9``; default: TensorRT-RTX's
+  portable set). Networks are strongly typed: ``fp32`` from the float graph, ``int8`` from the Q/DQ
+  graph. ``edgereid export --target rtx`` calls this at export.
 
-Untested in CI (TensorRT cannot be installed on the development machines; see TOOLCHAIN.md);
-kept short and written against the documented TensorRT 10 Python API only.
+Both: an explicit-batch network from ``OnnxParser``; one optimisation profile over the batch
+(``--min-batch``/``--opt-batch``/``--max-batch``; a fixed-batch graph uses its own size); a timing
+cache reused across builds; optionally a Jetson DLA core with GPU fallback. The TensorRT log of the
+build is written beside the engine, which is registered in the manifest like any other artifact
+(path, SHA-256, bytes, ``built_for``, the library, the batch profile, the build time).
+:func:`build_serialized_engine` is the part without a bundle: parse + build one ONNX file.
 """
 
 from __future__ import annotations
@@ -23,18 +27,20 @@ import datetime as _dt
 import json
 import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_build_engine_args", "run_build_engine", "EngineBuildConfig", "build_engine"]
+__all__ = ["add_build_engine_args", "run_build_engine", "EngineBuildConfig", "EngineBuild", "EngineBuildError",
+           "build_serialized_engine", "build_engine", "engine_file_name", "default_artifact_name"]
 
 
 @dataclass
 class EngineBuildConfig:
-    """How to build. Defaults: fp16, batch 1..32 optimised for 1, 1 GiB workspace."""
+    """How to build. Defaults: the library's default precision, batch 1..32 optimised for 1, 1 GiB workspace."""
 
-    precision: str = "fp16"  # fp32 | fp16 | int8
+    precision: str | None = None  # fp32 | fp16 | int8; None = fp16 on TensorRT, fp32 on TensorRT-RTX
     min_batch: int = 1
     opt_batch: int = 1
     max_batch: int = 32
@@ -43,16 +49,59 @@ class EngineBuildConfig:
     timing_cache: str | None = None  # default: <bundle>/tensorrt/timing.cache
     dla_core: int | None = None
     source_artifact: str | None = None  # default: the ONNX artifact matching the precision
-    name: str | None = None  # default: tensorrt-<precision>
+    name: str | None = None  # default: tensorrt-<precision> (tensorrt-rtx-<precision> with TensorRT-RTX)
     make_default: bool = False
+    library: str = "auto"  # auto | tensorrt | tensorrt-rtx
+    compute_capabilities: list[str] | None = None  # TensorRT-RTX only: ["8.6", "8.9"]; None = its default set
+
+    def validate(self) -> None:
+        if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
+            raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch}, "
+                             f"{self.opt_batch}, {self.max_batch}")
+        if self.workspace_mib < 1:
+            raise ValueError(f"workspace_mib must be >= 1, got {self.workspace_mib}")
+
+
+@dataclass
+class EngineBuild:
+    """A serialized engine and what went into it."""
+
+    engine: bytes
+    library: str
+    label: str  # e.g. "TensorRT-RTX 1.7.1.116"
+    precision: str
+    input_name: str
+    input_shape: tuple[int, ...]  # as parsed: -1 = dynamic batch
+    outputs: dict[str, tuple[int, ...]]
+    batch_profile: list[int]  # [min, opt, max]
+    compute_capabilities: list[str]
+    parse_seconds: float
+    build_seconds: float
+    log: list[str] = field(default_factory=list)
+    timing_cache: bytes | None = None
+
+
+class EngineBuildError(ValueError):
+    """TensorRT refused the graph (parser) or could not build it (builder); names the node(s) and why."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None, log: list[str] | None = None):
+        super().__init__(message)
+        self.errors = errors or []
+        self.log = log or []
 
 
 def add_build_engine_args(p: argparse.ArgumentParser) -> None:
     d = EngineBuildConfig()
     p.add_argument("--bundle", required=True, metavar="DIR", help="bundle folder; the engine is written into it")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=d.precision,
-                   help="fp16 (default) or fp32 from the float ONNX; int8 from the bundle's Q/DQ ONNX "
-                        "(explicit quantisation, no calibrator)")
+    p.add_argument("--library", choices=("auto", "tensorrt", "tensorrt-rtx"), default=d.library,
+                   help="TensorRT library to build with (default auto: tensorrt if importable, else TensorRT-RTX)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="fp16 (TensorRT's default) or fp32 from the float ONNX; int8 from the bundle's Q/DQ ONNX "
+                        "(explicit quantisation, no calibrator). TensorRT-RTX is strongly typed: fp32 (its default) "
+                        "or int8")
+    p.add_argument("--compute-capability", default=None, metavar="CC[,CC...]",
+                   help="TensorRT-RTX only: GPU compute capabilities to build for, e.g. 8.6,8.9,12.0 (7.5 = Turing "
+                        "needs an fp16 graph); default: TensorRT-RTX's portable set (8.0 and newer)")
     p.add_argument("--min-batch", type=int, default=d.min_batch, metavar="N",
                    help="smallest batch of the optimisation profile (default 1)")
     p.add_argument("--opt-batch", type=int, default=d.opt_batch, metavar="N",
@@ -71,9 +120,16 @@ def add_build_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-artifact", default=None, metavar="NAME",
                    help="ONNX artifact to build from (default: the onnxruntime artifact at int8 for --precision "
                         "int8, else at fp32)")
-    p.add_argument("--name", default=None, metavar="NAME", help="artifact name (default tensorrt-<precision>)")
+    p.add_argument("--name", default=None, metavar="NAME",
+                   help="artifact name (default tensorrt-<precision>, tensorrt-rtx-<precision> with TensorRT-RTX)")
     p.add_argument("--make-default", action="store_true",
                    help="make the new engine the bundle's default artifact")
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _config_from_args(args: argparse.Namespace) -> EngineBuildConfig:
@@ -81,7 +137,8 @@ def _config_from_args(args: argparse.Namespace) -> EngineBuildConfig:
                              max_batch=args.max_batch, workspace_mib=args.workspace_mib,
                              optimization_level=args.optimization_level, timing_cache=args.timing_cache,
                              dla_core=args.dla_core, source_artifact=args.source_artifact, name=args.name,
-                             make_default=args.make_default)
+                             make_default=args.make_default, library=args.library,
+                             compute_capabilities=_split_list(args.compute_capability))
 
 
 def _device_name() -> str:
@@ -97,24 +154,141 @@ def _device_name() -> str:
     return "unknown GPU"
 
 
+def _parser_errors(parser) -> list[dict[str, str]]:
+    """The parser's errors as {node, operator, message}; TensorRT 8.5 lacks the node-name accessors."""
+    out = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        node = getattr(err, "node_name", None)
+        op = getattr(err, "node_operator", None)
+        out.append({"node": (node() if callable(node) else "") or f"#{err.node()}",
+                    "operator": (op() if callable(op) else "") or "?",
+                    "message": str(err.desc())})
+    return out
+
+
+def build_serialized_engine(onnx_path: str | os.PathLike, cfg: EngineBuildConfig | None = None, trt=None,
+                            timing_cache: bytes | None = None, echo: bool = True) -> EngineBuild:
+    """Parse ``onnx_path`` and build a serialized engine; raises :class:`EngineBuildError` with the nodes
+    TensorRT refused. ``trt``: a :class:`~edgereid.runtime.tensorrt_api.TensorRTLibrary` (default:
+    ``import_tensorrt(cfg.library)``). ``echo``: print TensorRT's warnings and errors on stderr."""
+    from .tensorrt_api import import_tensorrt
+
+    cfg = cfg or EngineBuildConfig()
+    cfg.validate()
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"{onnx_path}: ONNX file not found")
+    lib = trt or import_tensorrt(cfg.library)
+    m = lib.module
+    precision = lib.check_precision(cfg.precision or lib.default_precision)
+    log_lines: list[str] = []
+
+    class _Logger(m.ILogger):
+        def __init__(self) -> None:
+            m.ILogger.__init__(self)
+
+        def log(self, severity, msg):  # noqa: D401 (TensorRT callback)
+            line = f"[{severity.name if hasattr(severity, 'name') else severity}] {msg}"
+            log_lines.append(line)
+            if echo and int(severity) <= int(m.ILogger.Severity.WARNING):
+                print(line, file=sys.stderr, flush=True)
+
+    logger = _Logger()
+    builder = m.Builder(logger)
+    network = builder.create_network(lib.network_flags())
+    parser = m.OnnxParser(network, logger)
+    t0 = time.perf_counter()
+    parsed = parser.parse_from_file(str(onnx_path))
+    parse_seconds = time.perf_counter() - t0
+    if not parsed:
+        errors = _parser_errors(parser)
+        what = "; ".join(f"node {e['node']} ({e['operator']}): {e['message']}" for e in errors)
+        raise EngineBuildError(f"{onnx_path}: {lib.label} cannot parse the ONNX graph: {what}", errors, log_lines)
+    if network.num_inputs != 1:
+        raise EngineBuildError(f"{onnx_path}: expected one input, the network has {network.num_inputs}", log=log_lines)
+    inp = network.get_input(0)
+    shape = tuple(int(d) for d in inp.shape)
+    if any(d < 0 for d in shape[1:]):
+        raise EngineBuildError(f"{onnx_path}: input {inp.name!r} has shape {shape}: only the batch (axis 0) may be "
+                               "dynamic", log=log_lines)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(m.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
+    if hasattr(config, "builder_optimization_level"):  # TensorRT 8.6+ and TensorRT-RTX
+        config.builder_optimization_level = cfg.optimization_level
+    lib.set_precision(config, precision)
+    targets = lib.set_compute_capabilities(config, cfg.compute_capabilities)
+    if shape[0] == -1:
+        profile = builder.create_optimization_profile()
+        rest = shape[1:]
+        profile.set_shape(inp.name, (cfg.min_batch, *rest), (cfg.opt_batch, *rest), (cfg.max_batch, *rest))
+        config.add_optimization_profile(profile)
+        batches = [cfg.min_batch, cfg.opt_batch, cfg.max_batch]
+    else:
+        batches = [shape[0]] * 3
+    cache = config.create_timing_cache(timing_cache or b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cfg.dla_core is not None:
+        if builder.num_DLA_cores <= cfg.dla_core:
+            raise ValueError(f"--dla-core {cfg.dla_core}: this device has {builder.num_DLA_cores} DLA cores")
+        config.default_device_type = m.DeviceType.DLA
+        config.DLA_core = cfg.dla_core
+        config.set_flag(m.BuilderFlag.GPU_FALLBACK)
+    outputs = {network.get_output(i).name: tuple(int(d) for d in network.get_output(i).shape)
+               for i in range(network.num_outputs)}
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - t0
+    log_lines.append(f"build finished in {build_seconds:.2f} s")
+    if serialized is None:
+        errors = [ln for ln in log_lines if ln.startswith(("[ERROR]", "[INTERNAL_ERROR]", "[Severity.ERROR]"))]
+        raise EngineBuildError(f"{onnx_path}: {lib.label} could not build the engine: "
+                               + (" | ".join(errors[-3:]) or "no error logged"), log=log_lines)
+    return EngineBuild(engine=bytes(memoryview(serialized)), library=lib.library, label=lib.label,
+                       precision=precision, input_name=inp.name, input_shape=shape, outputs=outputs,
+                       batch_profile=batches, compute_capabilities=targets, parse_seconds=parse_seconds,
+                       build_seconds=build_seconds, log=log_lines,
+                       timing_cache=bytes(memoryview(config.get_timing_cache().serialize())))
+
+
+def default_artifact_name(library: str, precision: str) -> str:
+    return f"tensorrt-rtx-{precision}" if library == "tensorrt-rtx" else f"tensorrt-{precision}"
+
+
+def engine_file_name(library: str, precision: str, name: str | None = None) -> str:
+    """``model.<precision>.engine`` (TensorRT), ``model.rtx.<precision>.engine`` (TensorRT-RTX), or
+    ``<name>.engine`` for an artifact given its own name (so it never overwrites another engine)."""
+    if name and name != default_artifact_name(library, precision):
+        return f"{name}.engine"
+    return f"model.rtx.{precision}.engine" if library == "tensorrt-rtx" else f"model.{precision}.engine"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict[str, Any]:
     """Build, write and register the engine; returns the new manifest artifact entry."""
-    from .backends.base import BackendUnavailable
-    from .backends.tensorrt_backend import import_tensorrt
     from .bundle import BundleError, BundleWriter, load_bundle
+    from .tensorrt_api import import_tensorrt
 
     bundle = load_bundle(bundle_path)
-    if not (1 <= cfg.min_batch <= cfg.opt_batch <= cfg.max_batch):
-        raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got {cfg.min_batch}, "
-                         f"{cfg.opt_batch}, {cfg.max_batch}")
-    want = "int8" if cfg.precision == "int8" else "fp32"
+    cfg.validate()
+    lib = import_tensorrt(cfg.library)
+    precision = lib.check_precision(cfg.precision or lib.default_precision)
+    want = "int8" if precision == "int8" else "fp32"
     if cfg.source_artifact:
         src = bundle.artifact(cfg.source_artifact)
     else:
         found = [a for a in bundle.artifacts.values() if a.backend == "onnxruntime" and a.precision == want]
         if not found:
             what = "the Q/DQ int8 ONNX" if want == "int8" else "a float32 ONNX"
-            raise BundleError(f"{bundle.manifest_path}: --precision {cfg.precision} builds from {what} artifact "
+            raise BundleError(f"{bundle.manifest_path}: --precision {precision} builds from {what} artifact "
                               f"(onnxruntime, {want}); the bundle has: "
                               + ", ".join(f"{a.name} ({a.backend}, {a.precision})" for a in bundle.artifacts.values()))
         src = found[0]
@@ -122,89 +296,53 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
         raise BundleError(f"artifact {src.name!r} is not an ONNX artifact (backend onnxruntime with a model file)")
     bundle.verify(src)
     onnx_path = bundle.file(src, "model")
-    trt = import_tensorrt()
 
     out_dir = bundle.root / "tensorrt"
     out_dir.mkdir(exist_ok=True)
-    engine_path = out_dir / f"model.{cfg.precision}.engine"
-    log_path = out_dir / f"model.{cfg.precision}.build.log"
+    name = cfg.name or default_artifact_name(lib.library, precision)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only (it names the engine file)")
+    engine_path = out_dir / engine_file_name(lib.library, precision, name)
+    log_path = engine_path.with_suffix(".build.log")
     cache_path = Path(cfg.timing_cache) if cfg.timing_cache else out_dir / "timing.cache"
-    log_lines: list[str] = []
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg):  # noqa: D401 (TensorRT callback)
-            line = f"[{severity.name if hasattr(severity, 'name') else severity}] {msg}"
-            log_lines.append(line)
-            if int(severity) <= int(trt.ILogger.Severity.WARNING):
-                print(line, file=sys.stderr, flush=True)
-
-    logger = _Logger()
-    builder = trt.Builder(logger)
-    # TensorRT 10: every network is explicit-batch (flag 0); TensorRT 8.x (JetPack 5) must ask for it.
-    major = int(str(trt.__version__).split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        log_path.write_text("\n".join(log_lines) + "\n", encoding="utf-8")
-        raise BundleError(f"{onnx_path}: TensorRT cannot parse the ONNX graph: {errors} (log: {log_path})")
-    if network.num_inputs != 1:
-        raise BundleError(f"{onnx_path}: expected one input, the network has {network.num_inputs}")
-    inp = network.get_input(0)
-    shape = tuple(inp.shape)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
-    if hasattr(config, "builder_optimization_level"):  # TensorRT 8.6+
-        config.builder_optimization_level = cfg.optimization_level
-    if cfg.precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if cfg.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-    if shape[0] == -1:
-        profile = builder.create_optimization_profile()
-        rest = tuple(shape[1:])
-        profile.set_shape(inp.name, (cfg.min_batch, *rest), (cfg.opt_batch, *rest), (cfg.max_batch, *rest))
-        config.add_optimization_profile(profile)
-        batches = [cfg.min_batch, cfg.opt_batch, cfg.max_batch]
-    else:
-        batches = [shape[0]] * 3
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    if cfg.dla_core is not None:
-        if builder.num_DLA_cores <= cfg.dla_core:
-            raise BundleError(f"--dla-core {cfg.dla_core}: this device has {builder.num_DLA_cores} DLA cores")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = cfg.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-
     started = _dt.datetime.now(_dt.timezone.utc)
-    serialized = builder.build_serialized_network(network, config)
-    seconds = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
-    log_lines.append(f"build finished in {seconds:.1f} s")
-    log_path.write_text("\n".join(log_lines) + "\n", encoding="utf-8")
-    if serialized is None:
-        raise BackendUnavailable(f"TensorRT failed to build the engine (see {log_path})")
-    tmp = engine_path.with_name(engine_path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(memoryview(serialized))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, engine_path)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    try:
+        built = build_serialized_engine(onnx_path, EngineBuildConfig(**{**cfg.__dict__, "precision": precision}), lib,
+                                        timing_cache=cache_path.read_bytes() if cache_path.is_file() else None)
+    except EngineBuildError as exc:
+        log_path.write_text("\n".join(exc.log) + "\n", encoding="utf-8")
+        raise EngineBuildError(f"{exc} (log: {log_path})", exc.errors, exc.log) from None
+    out_name = bundle.embedding.output_name
+    if out_name not in built.outputs:
+        raise BundleError(f"{onnx_path}: the network has outputs {sorted(built.outputs)}, the manifest's "
+                          f"embedding.output_name is {out_name!r}")
+    if built.outputs[out_name][-1] != bundle.embedding.dim:
+        raise BundleError(f"{onnx_path}: output {out_name!r} has shape {built.outputs[out_name]}, the manifest's "
+                          f"embedding.dim is {bundle.embedding.dim}")
+    log_path.write_text("\n".join(built.log) + "\n", encoding="utf-8")
+    _write_atomic(engine_path, built.engine)
+    if built.timing_cache:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(cache_path, built.timing_cache)
 
-    built_for = f"{_device_name()}, TensorRT {trt.__version__}" + (f", DLA core {cfg.dla_core}" if cfg.dla_core is not None else "")
+    if lib.ahead_of_time:
+        ccs = built.compute_capabilities
+        targets = ("TensorRT-RTX's default portable set (compute capability 8.0 and newer)" if ccs == ["default"]
+                   else "compute capability " + ", ".join(ccs))
+        built_for = f"{targets}, {built.label}, built ahead of time"
+    else:
+        built_for = f"{_device_name()}, {built.label}"
+    if cfg.dla_core is not None:
+        built_for += f", DLA core {cfg.dla_core}"
     writer = BundleWriter.from_bundle(bundle.root)
     entry = writer.add_artifact(
-        cfg.name or f"tensorrt-{cfg.precision}", "tensorrt", cfg.precision,
+        name, "tensorrt", precision,
         {"engine": engine_path, "build_log": log_path}, default=cfg.make_default,
-        built_for=built_for,
-        build={"source_artifact": src.name, "batch_profile": batches, "workspace_mib": cfg.workspace_mib,
-               "optimization_level": cfg.optimization_level, "dla_core": cfg.dla_core, "seconds": round(seconds, 1),
+        built_for=built_for, library=lib.library, library_version=lib.version,
+        build={"source_artifact": src.name, "batch_profile": built.batch_profile,
+               "compute_capabilities": built.compute_capabilities, "workspace_mib": cfg.workspace_mib,
+               "optimization_level": cfg.optimization_level, "dla_core": cfg.dla_core,
+               "parse_seconds": round(built.parse_seconds, 3), "seconds": round(built.build_seconds, 2),
                "built_utc": started.replace(microsecond=0).isoformat().replace("+00:00", "Z")})
     writer.write()
     return entry

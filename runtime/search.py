@@ -6,10 +6,12 @@ ties broken by the lower row index. How it stays exact, fast and flat in memory:
 
 - **Integer products.** For 8/4/1-bit codes the distance between integer levels is
   ``||q||^2 + ||g||^2 - 2 q.g``; ``q.g`` for a chunk of rows and ALL queries at once is one uint8 x
-  int8 matrix product (``int_gemm``: onnxruntime's MLAS kernels, VNNI on this class of CPU), exact
-  in int32. int8 codes become uint8 operands by flipping the sign bit (``g + 128``), the zero
-  point 128 undoing it; 4-bit and 1-bit codes are expanded to levels per task. numpy has no fast
-  integer matmul, and converting codes to float32 for BLAS would quadruple the bytes scanned.
+  int8 matrix product (``int_gemm``: onnxruntime's MLAS kernels), exact in int32 on every CPU:
+  where int8 dot products do not accumulate in 32 bits (x86 without VNNI) the query levels are
+  split so that no kernel can saturate (``int_gemm``'s *bounded* form). int8 codes become uint8
+  operands by flipping the sign bit (``g + 128``), the zero point 128 undoing it; 4-bit and 1-bit
+  codes are expanded to levels per task. numpy has no fast integer matmul, and converting codes
+  to float32 for BLAS would quadruple the bytes scanned.
 - **One query, int8: a compiled scan.** ``native_scan`` (C, built at install, optional) computes
   ``||q - g||^2`` in int16/int32 with AVX-512BW or AVX2 multiply-adds and keeps the top k in the
   same pass: one read of the codes, no norms, no temporaries. It is what makes a single query
@@ -55,7 +57,8 @@ from edgereid.runtime.codec import (
     unpack,
 )
 
-__all__ = ["topk", "SqnormCache", "default_threads", "INT_DISTANCE_FILL", "FLOAT_DISTANCE_FILL"]
+__all__ = ["topk", "SqnormCache", "default_threads", "describe_kernels", "KERNELS", "INT_DISTANCE_FILL",
+           "FLOAT_DISTANCE_FILL"]
 
 INT_DISTANCE_FILL = np.iinfo(np.int64).max  # distance reported where fewer than k rows exist
 FLOAT_DISTANCE_FILL = np.inf
@@ -65,6 +68,16 @@ _EXACT_NQ = 4  # up to this many queries, every row's exact distance is computed
 _NATIVE_SPLIT_BYTES = 1 << 21  # compiled scan: split a block across threads only into parts this large
 _TWO_LEVEL_NQ = 32  # from this many queries, the bound is checked per band maximum first
 _I32_MIN, _I32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+# search kernels -> the integer product form each asks of int_gemm ("auto": int_gemm chooses by CPU)
+_KERNEL_FORMS: dict[str, str | None] = {
+    "auto": "auto",  # the compiled scan for few int8 queries, else onnxruntime, else numpy
+    "native": None,  # the compiled scan only (an error where it does not apply)
+    "onnxruntime": "auto",
+    "onnxruntime-bounded": "bounded",
+    "onnxruntime-direct": "direct",  # refused on a CPU where it is not exact
+    "numpy": None,
+}
+KERNELS = tuple(_KERNEL_FORMS)
 # nibble byte -> (low, high) levels + 128, the uint8 operand for 4-bit codes
 _NIBBLE_U8 = (_NIBBLE_LEVELS.astype(np.int16) + 128).astype(np.uint8)
 
@@ -131,6 +144,8 @@ class _IntEngine:
     For few queries the product is a matrix-vector product, which MLAS pads to a 16-column
     panel; folding ``fold`` consecutive rows into one operand row (a free reshape) against a
     block-diagonal query matrix cuts the per-row overhead for narrow codes (d = 32: about 1.4x).
+    The product's form (``int_gemm``: bounded or direct) decides whether each operand row is
+    laid out once or twice side by side (``reps``).
     """
 
     def __init__(self, q: np.ndarray, spec: CodecSpec, kernel: str) -> None:
@@ -151,61 +166,71 @@ class _IntEngine:
             self.k = spec.dim  # bytes per row: sizes the tasks
             return
         if spec.bits == 8:
-            self.k, zp = spec.dim, 128
+            self.kb, zp = spec.dim, 128
         elif spec.bits == 4:
-            self.k, zp = 2 * spec.code_bytes, 128
+            self.kb, zp = 2 * spec.code_bytes, 128
         else:
-            self.k, zp = 8 * spec.code_bytes, None
+            self.kb, zp = 8 * spec.code_bytes, None
         self.zp = zp or 0
         # S = ||g||^2 - 2 q.g lies within +-3 * max_level^2 * dim: int32 unless dim > 44k
         self.sdtype = np.int32 if 3 * spec.max_level**2 * spec.dim < 2**31 else np.int64
         self.smax = int(np.iinfo(self.sdtype).max)
         self.fold = 1
-        while self.fold * 2 * self.k <= 128 and self.fold * 2 * nq <= 8:
+        while self.fold * 2 * self.kb <= 128 and self.fold * 2 * nq <= 8:
             self.fold *= 2
-        b = np.zeros((self.k, nq), np.int8)  # padding rows stay 0: padding nibbles/bits never count
+        b = np.zeros((self.kb, nq), np.int8)  # padding rows stay 0: padding nibbles/bits never count
         b[: spec.dim] = lv.T
-        bf = np.zeros((self.fold * self.k, self.fold * nq), np.int8)
+        bf = np.zeros((self.fold * self.kb, self.fold * nq), np.int8)
         for j in range(self.fold):
-            bf[j * self.k : (j + 1) * self.k, j * nq : (j + 1) * nq] = b
+            bf[j * self.kb : (j + 1) * self.kb, j * nq : (j + 1) * nq] = b
         self.gemm: Any = None
-        if kernel in ("auto", "onnxruntime"):
-            try:
-                from edgereid.runtime.int_gemm import IntGemm
-
-                self.gemm = IntGemm(bf, zp)
-            except ImportError:
-                if kernel == "onnxruntime":
-                    raise
-        if self.gemm is None:
+        self.reps = 1
+        if _KERNEL_FORMS[kernel] is not None:
+            self.gemm = _int_gemm(bf, zp, kernel)
+        if self.gemm is not None:
+            self.reps = self.gemm.reps
+        else:
             # numpy fallback: float BLAS products of integer levels are exact while every partial
             # sum stays below 2^24 (float32) or 2^53 (float64).
             lim = spec.max_level**2 * spec.dim
             self._bf = bf.astype(np.float32 if lim < 2**24 else np.float64)
+        self.k = self.reps * self.kb  # operand bytes per gallery row: sizes the tasks
+
+    def _encode(self, src: np.ndarray, out: np.ndarray) -> None:
+        """Codes (..., code_bytes) -> uint8 levels + zero point (..., kb), written into ``out``."""
+        if self.spec.bits == 8:
+            np.bitwise_xor(src, 0x80, out=out)  # int8 g -> uint8 g + 128
+        elif self.spec.bits == 4:
+            np.take(_NIBBLE_U8, src, axis=0, out=out.reshape(*out.shape[:-1], out.shape[-1] // 2, 2))
+        else:
+            out[...] = np.unpackbits(src, axis=-1)
 
     def operand(self, codes: np.ndarray) -> np.ndarray:
-        """uint8 (rows rounded up to ``fold``, K) operand; the calling thread's scratch buffer.
+        """uint8 (ceil(rows / fold), reps * fold * kb) operand; the calling thread's scratch buffer.
 
-        Rows added to fill the last fold hold the zero level (they are sliced off the product).
+        Row ``i`` holds gallery rows ``i*fold ... i*fold+fold-1`` side by side, the whole laid out
+        ``reps`` times. Rows added to fill the last fold hold the zero level (their products are
+        sliced off).
         """
-        n = codes.shape[0]
-        npad = -(-n // self.fold) * self.fold
-        a = _scratch(npad, self.k)
-        if self.spec.bits == 8:
-            np.bitwise_xor(codes, 0x80, out=a[:n])  # int8 g -> uint8 g + 128
-        elif self.spec.bits == 4:
-            np.take(_NIBBLE_U8, codes, axis=0, out=a[:n].reshape(n, -1, 2))
-        else:
-            a[:n] = np.unpackbits(codes, axis=1)
-        if npad > n:
-            a[n:] = self.zp
+        n, f, kb = codes.shape[0], self.fold, self.kb
+        m = -(-n // f)
+        a = _scratch(m, self.reps * f * kb)
+        a3 = a.reshape(m, self.reps, f * kb)
+        first = a3[:, 0].reshape(m, f, kb)  # a view: fold rows of the first copy
+        full = n // f
+        self._encode(codes[: full * f].reshape(full, f, codes.shape[1]), first[:full])
+        if full < m:
+            tail = n - full * f
+            self._encode(codes[full * f :][None], first[full:, :tail])
+            first[full, tail:] = self.zp
+        for r in range(1, self.reps):
+            a3[:, r] = a3[:, 0]
         return a
 
     def dots(self, codes: np.ndarray) -> np.ndarray:
         """int32 (rows, nq): level dot products of every row with every query."""
         n = codes.shape[0]
         a = self.operand(codes)
-        a = a.reshape(a.shape[0] // self.fold, self.fold * self.k)
         if self.gemm is not None:
             y = self.gemm(a)
         else:
@@ -214,6 +239,25 @@ class _IntEngine:
                 af -= self.zp
             y = (af @ self._bf).astype(np.int32)
         return y.reshape(-1, y.shape[1] // self.fold)[:n]
+
+
+def _int_gemm(bf: np.ndarray, zp: int | None, kernel: str) -> Any:
+    """The onnxruntime product for ``kernel`` (its form chosen or forced), or None for numpy.
+
+    ``auto`` falls back to numpy where onnxruntime is missing or where even the bounded form
+    fails its probe (a kernel unlike any seen); an explicit onnxruntime kernel raises instead.
+    """
+    try:
+        from edgereid.runtime import int_gemm
+
+        form = int_gemm.product_form(_KERNEL_FORMS[kernel])
+        if kernel == "auto" and not int_gemm.usable(form):
+            return None
+        return int_gemm.IntGemm(bf, zp, form)
+    except ImportError:
+        if kernel != "auto":
+            raise
+        return None
 
 
 class _FloatEngine:
@@ -438,6 +482,13 @@ class _Best:
 # ---------------------------------------------------------------------------------------------
 
 
+def describe_kernels() -> dict[str, str]:
+    """Which kernel runs each kind of search here (``reid-runtime info`` and ``bench`` report it)."""
+    from edgereid.runtime import int_gemm
+
+    return {"single_query_int8": native_scan.describe(), "batch": int_gemm.describe()}
+
+
 def _check_block(item: Any, i: int, spec: CodecSpec) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]:
     if not isinstance(item, tuple) or len(item) not in (3, 4):
         raise ValueError(f"block {i}: expected a tuple (start_row, codes, valid_mask[, sqnorms]), got "
@@ -527,9 +578,12 @@ def topk(
     fewer than k valid rows exist); distances int64 for 8/4/1-bit codes (``INT_DISTANCE_FILL`` =
     int64 max where missing), float64 for float32 codes (inf where missing). Distances equal
     ``codec.pairwise_distances`` exactly. ``threads``: worker threads (``default_threads()``);
-    ``kernel``: ``"auto"`` (the compiled scan for int8 codes with up to 4 queries when it is built,
-    else onnxruntime when importable), ``"native"`` (the compiled scan, an error where it does not
-    apply), ``"onnxruntime"`` or ``"numpy"``.
+    ``kernel`` (one of :data:`KERNELS`): ``"auto"`` (the compiled scan for int8 codes with up to
+    4 queries when it is built, else onnxruntime's product in the form ``int_gemm`` chooses for
+    this CPU, else numpy), ``"native"`` (the compiled scan, an error where it does not apply),
+    ``"onnxruntime"`` (the chosen form), ``"onnxruntime-bounded"`` / ``"onnxruntime-direct"``
+    (forced: tests run every body on every machine; ``direct`` is refused where it is not exact)
+    or ``"numpy"``.
     """
     if not isinstance(spec, CodecSpec):
         raise ValueError(f"spec: expected a CodecSpec, got {type(spec).__name__}")
@@ -538,8 +592,8 @@ def topk(
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if isinstance(block_rows, (bool, np.bool_)) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
         raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
-    if kernel not in ("auto", "native", "onnxruntime", "numpy"):
-        raise ValueError(f"kernel: expected 'auto', 'native', 'onnxruntime' or 'numpy', got {kernel!r}")
+    if kernel not in _KERNEL_FORMS:
+        raise ValueError(f"kernel: expected one of {', '.join(KERNELS)}, got {kernel!r}")
     k, block_rows = int(k), int(block_rows)
     nthreads = default_threads() if threads is None else int(threads)
     if nthreads < 1:

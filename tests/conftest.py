@@ -29,3 +29,25 @@ def tiny_bundle(tiny_bundle_master: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_master, dst)
     return dst
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say which search kernel bodies ran (or were refused) on this CPU: tests record them as
+    ``record_property("kernel_body", (name, status))``; the properties travel from xdist workers."""
+    bodies: dict[str, str] = {}
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            for key, value in getattr(rep, "user_properties", ()) or ():
+                if key == "kernel_body":
+                    bodies[value[0]] = value[1]
+    if not bodies:
+        return
+    from edgereid.runtime.cpu_features import cpu_info
+    from edgereid.runtime.search import describe_kernels
+
+    terminalreporter.section("search kernels on this CPU")
+    terminalreporter.write_line(f"CPU: {cpu_info().summary()}")
+    for kind, text in describe_kernels().items():
+        terminalreporter.write_line(f"default {kind}: {text}")
+    for name in sorted(bodies):
+        terminalreporter.write_line(f"  {name}: {bodies[name]}")

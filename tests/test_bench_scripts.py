@@ -82,3 +82,20 @@ def test_search_benchmark_quick_run(tmp_path: Path) -> None:
     assert report["single_kernel"]
     md = (tmp_path / "s.md").read_text()
     assert "| 3,000 | 16 |" in md and "vs SQ8 (1 thread)" in md
+
+
+def test_bench_tensorrt_builds_each_graph_and_tables_the_preflight(tmp_path: Path) -> None:
+    proc = run(str(REPO / "bench/bench_tensorrt.py"), "--size", "vit_micro", "--img", "64x32",
+               "--variants", "codes-output", "--max-batch", "4", "--out-json", "o/t.json", "--out-md", "o/t.md",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote o/t.json and o/t.md" in proc.stdout
+    res = json.loads((tmp_path / "o/t.json").read_text())
+    assert [r["variant"] for r in res["rows"]] == ["codes-output"] and res["library"].startswith("TensorRT-RTX")
+    row = res["rows"][0]
+    assert row["built"] and row["engine_bytes"] > 100_000 and row["build_s"] > 0 and row["batch_profile"] == [1, 1, 4]
+    assert row["preflight"] == {"jetpack5": "unsupported-op", "jetpack6": "cast-type", "rtx": "pass"}
+    md = (tmp_path / "o/t.md").read_text()
+    assert "| codes-output | unsupported-op | cast-type | pass |" in md and "| codes-output | fp32 | dynamic |" in md
+    bad = run(str(REPO / "bench/bench_tensorrt.py"), "--variants", "nope", cwd=tmp_path)
+    assert bad.returncode != 0 and "unknown variants ['nope']" in bad.stderr

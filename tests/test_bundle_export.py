@@ -52,19 +52,21 @@ def test_cpu_bundle_is_complete_and_measured(cpu_bundle):
     assert m["model"]["params"] > 0 and m["model"]["macs"] > 0
     assert m["embedding"]["dim"] == 16 and m["embedding"]["bits"] == 8 and m["embedding"]["scale"] > 0
     assert m["embedding"]["scale_source"] == "calibration"
-    assert m["input"]["height"] == 64 and m["input"]["batch"] == 1
+    assert m["input"]["height"] == 64 and m["input"]["batch"] == "dynamic"  # the default: any count per call
     # calibration from the train split, recorded with the list's digest
     cal = m["calibration"]
     assert cal["images"] == 12 and cal["source"] == "train split"
     listed = (cpu_bundle / cal["list"]).read_text().splitlines()
     assert len(listed) == 12 and all("bounding_box_train" in line for line in listed)
-    # parity and int8 accuracy numbers
-    assert m["parity"]["onnx-fp32"]["onnxruntime_max_abs"] <= 1e-4
+    # parity (at batch 1 and at the 4 parity images in one batch) and int8 accuracy numbers
+    assert m["parity"]["onnx-fp32"]["onnxruntime_max_abs"] <= 1e-4 and m["parity"]["onnx-fp32"]["batches"] == [1, 4]
     assert m["parity"]["openvino-fp32"]["openvino_f32_max_abs"] <= 1e-4
     for name in ("onnx-int8-qdq", "openvino-int8"):
         assert m["parity"][name]["cosine_to_torch_fp32"]["mean"] > 0.95
+        assert m["parity"][name]["batches"] == [1, 4] and m["parity"][name]["batch1_vs_batch_n_max_abs"] < 0.05
         acc = m["accuracy"][name]
         assert 0.0 <= acc["mAP"] <= 1.0 and "mAP_drop_points" in acc and "within_budget" in acc
+        assert acc["max_map_drop_points"] == 0.5  # the budget, for the runtime's automatic choice
         assert acc["cosine_to_torch-fp32_mean"] > 0.95
     assert 0.0 < m["accuracy"]["torch-fp32"]["mAP"] <= 1.0
 
@@ -146,3 +148,27 @@ def test_export_cli_onnx_target_codes_output_and_overwrite(work, tmp_path, capsy
     par = bundle.manifest["parity"]["onnx-fp32"]
     assert par["onnxruntime_max_level_diff"] <= 1 and par["openvino_f32_max_level_diff"] <= 1
     assert json.loads(json.dumps(bundle.manifest["checks"]["model.onnx"]))["opset"] == 17
+
+
+def test_runtime_choice_on_the_exported_bundle_follows_its_recorded_accuracy(cpu_bundle, tmp_path, monkeypatch):
+    """The real exporter's cpu bundle (4 artifacts, accuracy recorded): eligibility as recorded, one is timed in."""
+    import shutil
+
+    from edgereid.runtime.artifact_choice import ChoiceConfig, choose_artifact
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("EDGEREID_ARTIFACT_CHOICE", raising=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(cpu_bundle, copy)
+    bundle = load_bundle(copy)
+    choice = choose_artifact(bundle, config=ChoiceConfig(seconds=1.0), batch_size=4)
+    acc = bundle.manifest["accuracy"]
+    ref = acc["torch-fp32"]["mAP"]
+    verdict = {c.name: c.eligible for c in choice.candidates}
+    for name in ("onnx-int8-qdq", "openvino-int8"):  # recorded: within 0.5 mAP points of torch-fp32 or not
+        assert verdict[name] == (100 * (ref - acc[name]["mAP"]) <= acc[name]["max_map_drop_points"] + 1e-9)
+    assert verdict["onnx-fp32"] and verdict["openvino-fp32"]  # float graphs, parity-checked at export
+    assert choice.artifact in {n for n, ok in verdict.items() if ok} and choice.how in ("measured", "single")
+    if choice.how == "measured":
+        assert all(c.score_ms > 0 for c in choice.candidates if c.eligible)
+        assert choice.cache_path.startswith(str(copy / "runtime-cache"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgereid.runtime.backends import BackendUnavailable, open_backend
+from edgereid.runtime.backends import BACKENDS, BackendUnavailable, open_backend
 from edgereid.runtime.bundle import (
     MANIFEST_NAME,
     BundleError,
@@ -226,6 +226,25 @@ def test_fixed_batch_graph_is_padded(tmp_path: Path, tiny_bundle: Path):
     np.testing.assert_array_equal(backend.embed(x), dyn)
 
 
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_every_backend_runs_any_count_of_a_dynamic_batch_without_padding(name, tmp_path: Path):
+    """A tracker embeds a different number of crops each frame: each count is one call of exactly that many rows."""
+    bundle = load_bundle(write_tiny_bundle(tmp_path / "dyn", bits=32, openvino=True))
+    assert bundle.input.fixed_batch is None
+    if name == "tensorrt":  # no GPU here (and no engine in this bundle): the table entry is covered by its own tests
+        pytest.skip("running a TensorRT engine needs an NVIDIA GPU")
+    backend = open_backend(bundle, backend=name, max_batch=64)
+    calls = []
+    run = backend._run
+    backend._run = lambda b: (calls.append(b.shape[0]), run(b))[1]
+    x = _inputs(11, seed=5)
+    outs = {n: backend.embed(x[:n]) for n in (1, 3, 11)}
+    assert calls == [1, 3, 11]  # no padding to a fixed batch, no splitting below max_batch
+    ref = open_backend(bundle, backend="onnxruntime").embed(x)
+    for n, out in outs.items():
+        assert out.shape == (n, 16) and np.abs(out - ref[:n]).max() < 1e-5
+
+
 def test_openvino_matches_onnxruntime(tmp_path: Path, tiny_bundle: Path):
     x = _inputs(7, seed=3)
     # float output (no fake quantisation): the two runtimes agree to float rounding
@@ -272,17 +291,31 @@ def test_codes_output_is_scaled_to_floats(tiny_bundle: Path):
     np.testing.assert_allclose(open_backend(load_bundle(tiny_bundle)).embed(_inputs(2)), ref * 0.5)
 
 
-def test_tensorrt_backend_without_tensorrt_says_where_it_comes_from(tiny_bundle: Path):
-    try:
-        import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here")
-    except ImportError:
-        pass
+def test_tensorrt_backend_without_a_gpu_is_unavailable_and_says_why(tiny_bundle: Path):
+    """Here (and in CI) TensorRT-RTX is installed but there is no GPU: the backend refuses before the engine
+    is read, as BackendUnavailable, so a default engine artifact falls back to the bundle's ONNX."""
+    from edgereid.runtime.tensorrt_api import available_libraries
+
     engine = tiny_bundle / "tensorrt" / "model.fp16.engine"
     engine.parent.mkdir()
     engine.write_bytes(b"not really an engine")
     w = BundleWriter.from_bundle(tiny_bundle)
-    w.add_artifact("tensorrt-fp16", "tensorrt", "fp16", {"engine": engine}, built_for="nothing")
+    w.add_artifact("tensorrt-fp16", "tensorrt", "fp16", {"engine": engine}, built_for="nothing", default=True)
     w.write()
-    with pytest.raises(BackendUnavailable, match="JetPack"):
+    why = "no usable NVIDIA GPU" if available_libraries() else "no usable TensorRT"
+    with pytest.raises(BackendUnavailable, match=why):
         open_backend(load_bundle(tiny_bundle), backend="tensorrt")
+    with pytest.warns(RuntimeWarning, match="running artifact 'onnx-fp32'"):
+        backend = open_backend(load_bundle(tiny_bundle))  # the default engine cannot run here: ONNX instead
+    assert backend.name == "onnxruntime" and backend.embed(_inputs(2)).shape == (2, 16)
+
+
+def test_tensorrt_library_that_is_missing_says_where_it_comes_from():
+    from edgereid.runtime.tensorrt_api import available_libraries, import_tensorrt
+
+    if "tensorrt" in available_libraries():
+        pytest.skip("TensorRT itself is installed here")
+    with pytest.raises(BackendUnavailable, match="JetPack"):
+        import_tensorrt("tensorrt")
+    with pytest.raises(ValueError, match="expected auto or one of tensorrt, tensorrt-rtx"):
+        import_tensorrt("tensorrt11")

@@ -240,7 +240,10 @@ def test_info_remove_compact_verify(world, gallery: Path):
     assert g["entries"] == 24 and g["identities"] == 6 and g["identities_listed"] == 2
     assert g["spec"] == {"dim": 16, "bits": 8, "scale": 1 / 127, "metric": "l2", "code_bytes": 16}
     assert info["bundle"]["default_artifact"] == "onnx-fp32" and info["bundle"]["input"]["height"] == 32
-    assert info["search_kernel"].startswith(("compiled scan (", "onnxruntime MatMulInteger"))
+    assert info["search_kernel"]["single_query_int8"].startswith(("compiled scan (", "onnxruntime MatMulInteger"))
+    assert set(info["cpu"]["features"]) == {"avx2", "avx512bw", "vnni", "neon_dot"} and info["cpu"]["arch"]
+    # one artifact: nothing to time, and the report says so
+    assert info["artifact_choice"]["artifact"] == "onnx-fp32" and info["artifact_choice"]["how"] == "single"
 
     proc = run("remove", "--gallery", gallery, "100", "0102", "nobody")
     assert proc.returncode == 0, proc.stderr
@@ -324,15 +327,17 @@ def test_bench_writes_json_and_markdown(world, tmp_path: Path):
 
 
 def test_tensorrt_paths_explain_what_to_install(world, tmp_path: Path):
-    try:
-        import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here")
-    except ImportError:
-        pass
+    from edgereid.runtime.tensorrt_api import available_libraries
+
+    if "tensorrt" in available_libraries():
+        pytest.skip("TensorRT itself is installed here")
     bundle = tmp_path / "b"
     shutil.copytree(world["bundle"], bundle)
-    proc = run("build-engine", "--bundle", bundle, "--precision", "fp16")
+    proc = run("build-engine", "--bundle", bundle, "--library", "tensorrt", "--precision", "fp16")
     assert proc.returncode == 4 and "JetPack" in proc.stderr
+    if "tensorrt-rtx" in available_libraries():  # make setup installs it: auto picks it, and it is strongly typed
+        proc = run("build-engine", "--bundle", bundle, "--precision", "fp16")
+        assert proc.returncode == 2 and "strongly typed" in proc.stderr
     proc = run("build-engine", "--bundle", bundle, "--precision", "int8")
     assert proc.returncode == 2 and "Q/DQ int8 ONNX" in proc.stderr  # this bundle has no int8 graph
 

@@ -91,14 +91,22 @@ def test_missing_openvino_names_the_extra(tmp_path: Path):
                        "--create", "--backend", "openvino", str(next((data / "query").glob("*.jpg"))))
     assert proc.returncode == 4, proc.stderr
     assert "pip install edgereid[openvino]" in proc.stderr and "Traceback" not in proc.stderr
-    # an OpenVINO *default* (what the exporter writes for target cpu) still runs here, on onnxruntime
+    # an OpenVINO *default* (what the exporter writes for target cpu) still runs here, on onnxruntime:
+    # the automatic choice leaves it out, and the manifest's default falls back with a warning
     from edgereid.runtime.bundle import BundleWriter
 
     w = BundleWriter.from_bundle(bundle)
     w.manifest["default_artifact"] = "openvino-fp32"
     w.write()
+    query = str(next((data / "query").glob("*.jpg")))
     proc = run_blocked(main, HEAVY + ["openvino"], "--bundle", str(bundle), "--gallery", str(tmp_path / "g.bin"),
-                       "--create", str(next((data / "query").glob("*.jpg"))))
+                       "--create", query)
+    assert proc.returncode == 0, proc.stderr
+    assert ("artifact: onnx-fp32 (the only candidate of 2: float32 graph (checked against PyTorch at export); "
+            "left out: openvino-fp32 (openvino is not installed here))") in proc.stderr
+    assert json.loads(proc.stdout)["decision"] == "unknown"  # empty gallery
+    proc = run_blocked(main, HEAVY + ["openvino"], "--bundle", str(bundle), "--gallery", str(tmp_path / "g.bin"),
+                       "--artifact-choice", "manifest", query)
     assert proc.returncode == 0, proc.stderr
     assert "running artifact 'onnx-fp32' (onnxruntime, fp32) instead of the default 'openvino-fp32'" in proc.stderr
-    assert json.loads(proc.stdout)["decision"] == "unknown"  # empty gallery
+    assert "openvino-fp32 needs a library missing here, so onnx-fp32" in proc.stderr

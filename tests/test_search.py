@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
 import tracemalloc
 
 import numpy as np
 import pytest
-from edgereid.runtime import codec, native_scan, search
+from edgereid.runtime import codec, int_gemm, native_scan, search
 from edgereid.runtime.codec import CodecSpec
 from edgereid.runtime.int_gemm import IntGemm, matmul_integer_model
 
@@ -152,20 +153,6 @@ def test_one_dimensional_query_and_int8_codes() -> None:
     np.testing.assert_array_equal(dist, ref_dist)
 
 
-def test_extreme_levels_stay_exact_in_every_kernel() -> None:
-    # 1100 dims of +-127: products reach 17.7M (> 2^24): the numpy fallback must switch to float64,
-    # the int32 MatMulInteger path must stay exact.
-    spec = CodecSpec(1100, 8, 1.0)
-    rng = np.random.default_rng(11)
-    g = rng.choice(np.array([-127, 127, 126, -126], np.int8), (64, 1100)).view(np.uint8)
-    q = g[[3, 40]].copy()
-    q[1, :10] = np.int8(-127).view(np.uint8)
-    for kernel in ("auto", "native", "onnxruntime", "numpy"):
-        if kernel == "native" and native_scan.load() is None:
-            continue
-        check(q, g, spec, 64, [(0, g, None)], kernel=kernel)
-
-
 def test_search_memory_stays_flat(tmp_path) -> None:
     # a 4 MB memory-mapped gallery searched in 4096-row blocks: the search's own allocations stay
     # far below the gallery (let alone its float32 copy, 16 MB)
@@ -210,20 +197,93 @@ def test_bad_inputs_name_the_problem() -> None:
         search.topk(q, [(0, g, None)], spec, 1, kernel="cuda")
 
 
-def test_int_gemm_model_is_valid_onnx_and_exact() -> None:
+def test_int_gemm_model_is_valid_onnx() -> None:
     onnx = pytest.importorskip("onnx")
     model = onnx.load_from_string(matmul_integer_model(40, 128))
     onnx.checker.check_model(model)
     assert [n.op_type for n in model.graph.node] == ["MatMulInteger"]
+
+
+@pytest.mark.parametrize("form", int_gemm.FORMS)
+def test_every_product_form_is_exact_or_refused(form: str, record_property) -> None:
+    # operands at the extremes (a = 255 and 0, b = -128 and 127): a kernel that adds two products
+    # in saturating 16-bit lanes (x86 without VNNI) gets these wrong
     rng = np.random.default_rng(2)
     a = rng.integers(0, 256, (300, 40), dtype=np.uint8)
-    a[0] = 255
-    a[1] = 0
-    b = rng.integers(-128, 128, (40, 3), dtype=np.int8)
-    b[:, 0] = -128
-    expect = (a.astype(np.int64) - 128) @ b.astype(np.int64)
-    np.testing.assert_array_equal(IntGemm(b, 128)(a), expect)
-    np.testing.assert_array_equal(IntGemm(b, None)(a), a.astype(np.int64) @ b.astype(np.int64))
+    a[0], a[1] = 255, 0
+    b = rng.integers(-128, 128, (40, 4), dtype=np.int8)
+    b[:, 0], b[:, 1] = -128, 127
+    if form == "direct" and not int_gemm.usable("direct"):
+        # this CPU's kernel saturates: the direct form must be refused, never used
+        with pytest.raises(ValueError, match="not exact on this CPU"):
+            int_gemm.product_form("direct")
+        assert int_gemm.product_form() == "bounded"
+        record_property("kernel_body", ("batch product: direct", "refused here (its kernel saturates)"))
+        return
+    assert int_gemm.probe(form)
+    for zp in (128, None):
+        gemm = IntGemm(b, zp, form)
+        assert gemm.reps == (2 if form == "bounded" else 1)
+        assert form == "direct" or int(np.abs(gemm.b.astype(np.int16)).max()) <= int_gemm.BOUNDED_MAX
+        expect = (a.astype(np.int64) - (zp or 0)) @ b.astype(np.int64)
+        np.testing.assert_array_equal(gemm.product(a), expect)
+    narrow = (b // 4).astype(np.int8)  # already within +-64: no split needed
+    assert IntGemm(narrow, 128, "bounded").reps == 1
+    record_property("kernel_body", (f"batch product: {form}", "ran, exact"))
+
+
+def test_product_form_follows_the_cpu_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEREID_CPU_FEATURES", "avx2")  # taken as a CPU without VNNI: bounded
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert int_gemm.product_form() == "bounded"
+        assert "bounded" in int_gemm.describe()
+    monkeypatch.setenv("EDGEREID_CPU_FEATURES", "avx2,avx512bw,vnni")
+    assert int_gemm.product_form() == ("direct" if int_gemm.usable("direct") else "bounded")
+    with pytest.raises(ValueError, match="integer product form"):
+        int_gemm.product_form("fast")
+    kernels = search.describe_kernels()
+    assert set(kernels) == {"single_query_int8", "batch"} and "onnxruntime" in kernels["batch"]
+
+
+def int64_reference(q: np.ndarray, g: np.ndarray, spec: CodecSpec, k: int):
+    """Brute force in int64 arithmetic only: squared differences of integer levels, stable sort."""
+    lq = codec.unpack(q, spec).astype(np.int64)
+    lg = codec.unpack(g, spec).astype(np.int64)
+    d = ((lq[:, None, :] - lg[None, :, :]) ** 2).sum(axis=2)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(d, order, axis=1)
+
+
+EXTREME = [(CodecSpec(1100, 8, 1.0), (-127, 127, -126, 126)), (CodecSpec(192, 8, 1.0), (-127, 127)),
+           (CodecSpec(1999, 4, 1.0), (-7, 7)), (CodecSpec(4099, 1, 1.0), (0, 1))]
+
+
+@pytest.mark.parametrize("spec,levels", EXTREME, ids=lambda v: f"d{v.dim}b{v.bits}" if isinstance(v, CodecSpec) else "")
+@pytest.mark.parametrize("kernel", search.KERNELS)
+def test_every_kernel_is_exact_at_extreme_levels(spec: CodecSpec, levels: tuple, kernel: str, record_property) -> None:
+    # long vectors of extreme levels: int32 products near their limits, float32 sums past 2^24
+    rng = np.random.default_rng(spec.dim)
+    lv = rng.choice(np.array(levels, np.int8), (300, spec.dim))
+    lv[7] = levels[0]
+    lv[8] = levels[1]
+    # levels -> codes through the codec (scale 1: level = value; 1-bit codes keep the sign, level 1 = positive)
+    g = codec.quantize(lv.astype(np.float32) - (0.5 if spec.bits == 1 else 0.0), spec)
+    assert (codec.unpack(g, spec) == lv).all()
+    q_all = g[[7, 8, 3, 40, 41, 42]].copy()
+    for nq in (1, 2, 6):  # one query, the few-queries path, the bound-filter path
+        q = q_all[:nq]
+        if kernel == "native" and (spec.bits != 8 or nq > 4 or native_scan.load() is None):
+            continue
+        if kernel == "onnxruntime-direct" and not int_gemm.usable("direct"):
+            with pytest.raises(ValueError, match="not exact on this CPU"):
+                search.topk(q, [(0, g, None)], spec, 5, kernel=kernel)
+            continue
+        rows, dist = search.topk(q, [(0, g[:150], None), (150, g[150:], None)], spec, 20, kernel=kernel)
+        ref_rows, ref_dist = int64_reference(q, g, spec, 20)
+        np.testing.assert_array_equal(dist, ref_dist, err_msg=f"{kernel} nq={nq}")
+        np.testing.assert_array_equal(rows, ref_rows, err_msg=f"{kernel} nq={nq}")
+    record_property("kernel_body", (f"search kernel {kernel}", "ran, exact" if kernel != "onnxruntime-direct"
+                                    or int_gemm.usable("direct") else "refused here (not exact on this CPU)"))
 
 
 def test_default_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,7 +309,7 @@ def test_native_kernel_is_built_where_a_compiler_exists() -> None:
 
 
 @pytest.mark.parametrize("dim", [1, 7, 16, 31, 32, 33, 45, 64, 100, 192])
-def test_native_kernel_every_isa_equals_brute_force(dim: int) -> None:
+def test_native_kernel_every_isa_equals_brute_force(dim: int, record_property) -> None:
     lib = native_scan.load()
     if lib is None:
         pytest.skip("native kernel not built")
@@ -271,6 +331,9 @@ def test_native_kernel_every_isa_equals_brute_force(dim: int) -> None:
             got = np.lexsort((r, d))
             np.testing.assert_array_equal(r[got], order, err_msg=f"isa {isa} k {k} thr {thr}")
             np.testing.assert_array_equal(d[got], ref[order])
+    for isa, name in native_scan.ISA_NAMES.items():
+        record_property("kernel_body", (f"compiled scan {name}", "ran, exact" if isa <= lib.isa
+                                        else "not on this CPU (an emulated CPU test covers x86 bodies)"))
 
 
 def test_native_kernel_rejects_bad_arguments() -> None:
@@ -316,3 +379,18 @@ def test_auto_kernel_picks_the_compiled_scan_for_few_int8_queries() -> None:
     assert search._IntEngine(q[:1], spec, "onnxruntime").native is None
     q4 = codec.quantize(codec.l2_normalize(np.ones((1, 33), np.float32)), CodecSpec(33, 4, 0.12))
     assert search._IntEngine(q4, CodecSpec(33, 4, 0.12), "auto").native is None
+
+
+def test_feature_override_selects_the_scan_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = native_scan.load()
+    if lib is None:
+        pytest.skip("native kernel not built")
+    assert lib.default_isa == lib.isa
+    monkeypatch.setenv("EDGEREID_CPU_FEATURES", "")
+    assert lib.default_isa == 0 and native_scan.describe() == "compiled scan (portable C)"
+    if lib.isa >= 1:
+        monkeypatch.setenv("EDGEREID_CPU_FEATURES", "avx2,vnni")
+        assert lib.default_isa == 1 and native_scan.describe() == "compiled scan (AVX2)"
+    spec = CodecSpec(40, 8, 0.02)
+    q, g = make_data(spec, 700, 1, seed=5)
+    check(q, g, spec, 9, blocks_of(g, 300), kernel="native")  # the forced body is exact too

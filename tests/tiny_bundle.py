@@ -28,8 +28,14 @@ STD = [0.229, 0.224, 0.225]
 
 def tiny_onnx(path: Path, height: int = 32, width: int = 16, dim: int = 16, bits: int = 8,
               scale: float = 1.0 / 127, fixed_batch: int | None = None, seed: int = 0,
-              input_meta: dict | None = None) -> Path:
-    """Write the tiny graph to ``path`` (opset 17) and return it."""
+              input_meta: dict | None = None, heavy: int = 0) -> Path:
+    """Write the tiny graph to ``path`` (opset 17) and return it.
+
+    ``heavy`` > 0 adds a deliberately slow side branch (``heavy`` chained 512 x 512 MatMul + Tanh
+    layers over the flattened input, about 0.5 MFLOP each per image) whose mean is added to the
+    embedding times 1e-6 before normalisation: the same contract and, up to that tiny term, the same
+    embeddings, at many times the cost (what an artifact that is slow on this device looks like).
+    """
     rng = np.random.default_rng(seed)
     ch, patch = 8, 4
     feat = ch * (height // patch) * (width // patch)
@@ -48,7 +54,25 @@ def tiny_onnx(path: Path, height: int = 32, width: int = 16, dim: int = 16, bits
                          strides=[patch, patch]),
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("Flatten", ["r"], ["f"], axis=1),
-        helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["e"]),
+        helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["e"] if not heavy else ["e_fast"]),
+    ]
+    if heavy:
+        width_h = 512
+        inits += [numpy_helper.from_array(rng.normal(0, 1 / np.sqrt(3 * height * width),
+                                                     (3 * height * width, width_h)).astype(np.float32), "w_h_in"),
+                  numpy_helper.from_array(rng.normal(0, 1 / np.sqrt(width_h), (width_h, width_h)).astype(np.float32),
+                                          "w_h"),
+                  numpy_helper.from_array(np.array(1e-6, np.float32), "h_gain")]
+        nodes += [helper.make_node("Flatten", ["images"], ["h_flat"], axis=1),
+                  helper.make_node("MatMul", ["h_flat", "w_h_in"], ["h0_pre"]),
+                  helper.make_node("Tanh", ["h0_pre"], ["h0"])]
+        for i in range(heavy):
+            nodes += [helper.make_node("MatMul", [f"h{i}", "w_h"], [f"h{i + 1}_pre"]),
+                      helper.make_node("Tanh", [f"h{i + 1}_pre"], [f"h{i + 1}"])]
+        nodes += [helper.make_node("ReduceMean", [f"h{heavy}"], ["h_mean"], axes=[1], keepdims=1),
+                  helper.make_node("Mul", ["h_mean", "h_gain"], ["h_small"]),
+                  helper.make_node("Add", ["e_fast", "h_small"], ["e"])]
+    nodes += [
         helper.make_node("Mul", ["e", "e"], ["sq"]),
         helper.make_node("ReduceSum", ["sq", "axes1"], ["ss"], keepdims=1),
         helper.make_node("Sqrt", ["ss"], ["norm"]),
@@ -109,5 +133,28 @@ def write_tiny_bundle(root: Path, *, height: int = 32, width: int = 16, dim: int
                             {"xml": "openvino/model.xml", "bin": "openvino/model.bin"})
     if threshold is not None:
         writer.set("open_set", {"threshold": threshold, "source": "test fixture"})
+    writer.write()
+    return root
+
+
+def write_multi_bundle(root: Path, artifacts: list[tuple[str, str, int]], default: str,
+                       accuracy: dict | None = None, height: int = 32, width: int = 16, dim: int = 16,
+                       seed: int = 0) -> Path:
+    """A bundle of several onnxruntime artifacts ``(name, precision, heavy)``: the tiny graph, some
+    made slow on purpose (``heavy`` layers, see :func:`tiny_onnx`), with an optional ``accuracy``
+    section as the exporter writes it. Same weights and contract for all: any of them can serve a
+    gallery. Precision is only a label here (what the choice's accuracy rules read)."""
+    root = Path(root)
+    writer = BundleWriter(root, input=input_spec(height, width),
+                          embedding=EmbeddingSpec(dim=dim, bits=8, scale=1.0 / 127, metric="l2",
+                                                  scale_source="calibration"),
+                          model={"architecture": "tiny_test_net"}, target="cpu")
+    for name, precision, heavy in artifacts:
+        tiny_onnx(root / f"{name}.onnx", height, width, dim, seed=seed, heavy=heavy)
+        writer.add_artifact(name, "onnxruntime", precision, {"model": f"{name}.onnx"}, default=name == default)
+    writer.set("default_artifact", default)
+    if accuracy is not None:
+        writer.set("accuracy", accuracy)
+    writer.set("open_set", {"threshold": 0.6, "source": "test fixture"})
     writer.write()
     return root

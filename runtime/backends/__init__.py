@@ -16,13 +16,14 @@ from typing import Any
 from ..bundle import Bundle, BundleError
 from .base import Backend, BackendUnavailable
 
-__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "open_backend", "backend_class"]
+__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "open_backend", "backend_class", "library_version"]
 
-# name -> (module, class): imported lazily so that a missing optional library costs nothing
+# name -> (our module, class, the library it needs): imported lazily so that a missing optional
+# library costs nothing; the library's import name tells whether it is installed without importing it
 BACKENDS = {
-    "onnxruntime": ("onnxruntime_backend", "OnnxRuntimeBackend"),
-    "openvino": ("openvino_backend", "OpenVinoBackend"),
-    "tensorrt": ("tensorrt_backend", "TensorRTBackend"),
+    "onnxruntime": ("onnxruntime_backend", "OnnxRuntimeBackend", "onnxruntime"),
+    "openvino": ("openvino_backend", "OpenVinoBackend", "openvino"),
+    "tensorrt": ("tensorrt_backend", "TensorRTBackend", "tensorrt"),
 }
 
 
@@ -30,7 +31,7 @@ def backend_class(name: str) -> type[Backend]:
     """The Backend subclass for a backend name (its module imported now)."""
     if name not in BACKENDS:
         raise BundleError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name]
+    module, cls, _library = BACKENDS[name]
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
@@ -54,7 +55,9 @@ def open_backend(bundle: Bundle, backend: str | None = None, precision: str | No
         # Nothing was asked for explicitly and the manifest's default needs an optional library this
         # device lacks (an OpenVINO default on an onnxruntime-only install): run the bundle's ONNX
         # artifact instead, saying so, rather than refusing a bundle that can run here.
-        fallback = next((a for a in bundle.artifacts.values() if a.backend == "onnxruntime"), None)
+        onnx_arts = [a for a in bundle.artifacts.values() if a.backend == "onnxruntime"]
+        # the ONNX artifact at the default's precision (a TensorRT int8 engine -> the Q/DQ int8 graph)
+        fallback = next((a for a in onnx_arts if a.precision == art.precision), onnx_arts[0] if onnx_arts else None)
         if artifact or backend or precision or fallback is None or art.backend == "onnxruntime":
             raise
         warnings.warn(f"{exc}; running artifact {fallback.name!r} (onnxruntime, {fallback.precision}) instead "
@@ -67,3 +70,32 @@ def _construct(bundle: Bundle, art, options: dict[str, Any]) -> Backend:
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
     return cls(bundle, art, **kwargs)
+
+
+def library_version(name: str) -> str | None:
+    """The installed version of backend ``name``'s library, or None when it is not installed.
+
+    Found without importing the library (importing openvino or tensorrt takes seconds): its
+    distribution's metadata, else ``"unknown"`` (TensorRT from JetPack's apt packages has none).
+    """
+    import importlib.metadata
+    import importlib.util
+
+    if name not in BACKENDS:
+        raise BundleError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    library = BACKENDS[name][2]
+    try:
+        if importlib.util.find_spec(library) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    try:
+        return importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:  # another distribution provides it (onnxruntime-gpu, ...)
+        pass
+    for dist in importlib.metadata.packages_distributions().get(library, []):  # slower: scans every distribution
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"

@@ -1,18 +1,24 @@
-"""TensorRT backend (Jetson: TensorRT and the CUDA Python bindings ship with JetPack).
+"""TensorRT backend: runs an engine with ``tensorrt`` (Jetson, x86 GPU servers) or TensorRT-RTX.
 
-Untested in CI: TensorRT cannot be installed on the machines this project is developed on (see
-TOOLCHAIN.md), so this module is kept small and written against the documented TensorRT 10 API
-only: ``Runtime.deserialize_cuda_engine``, the named-tensor API (``num_io_tensors``,
-``get_tensor_name``, ``get_tensor_mode``, ``get_tensor_dtype``, ``get_tensor_profile_shape``),
-``IExecutionContext.set_input_shape``, ``set_tensor_address`` and ``execute_async_v3``.
+Which library runs an engine is recorded with it in the manifest (``library``: ``tensorrt`` or
+``tensorrt-rtx``, written by ``reid-runtime build-engine`` / ``edgereid export --target rtx``); an
+engine without that field runs with whichever is importable (``tensorrt`` first). Both use the same
+execution API (``edgereid.runtime.tensorrt_api``): ``Runtime.deserialize_cuda_engine``, the
+named-tensor API (``num_io_tensors``, ``get_tensor_name``, ``get_tensor_mode``,
+``get_tensor_dtype``, ``get_tensor_profile_shape``), ``IExecutionContext.set_input_shape``,
+``set_tensor_address`` and ``execute_async_v3`` (TensorRT 8.5+).
 
 Device memory and copies go through cuda-python's runtime bindings
 (``from cuda.bindings import runtime as cudart``), or pycuda when cuda-python is missing. Buffers
-are sized for the engine's largest profile batch once, and reused.
+are sized for the engine's largest profile batch once, and reused; a dynamic-batch engine runs any
+count up to its profile's maximum without padding.
 
 The engine file is verified against the manifest's SHA-256 (like every artifact) before it is
-deserialised: an engine is native code for one GPU and one TensorRT version, so the manifest's
-``built_for`` is reported when deserialisation fails.
+deserialised. A machine without a usable NVIDIA GPU is reported as :class:`BackendUnavailable`
+before the engine is touched (so ``open_backend`` can fall back to the bundle's ONNX); an engine
+built for another GPU or TensorRT version is reported with the manifest's ``built_for``.
+
+Not run in CI: no GPU there. What CI does run is the TensorRT-RTX build of every exported graph.
 """
 
 from __future__ import annotations
@@ -22,25 +28,10 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Artifact, Bundle, BundleError
+from ..tensorrt_api import import_tensorrt
 from .base import Backend, BackendUnavailable
 
 __all__ = ["TensorRTBackend", "import_tensorrt"]
-
-_NO_TRT = ("the TensorRT backend needs the tensorrt Python package ({exc}). TensorRT ships with JetPack on "
-           "Jetson (python3-libnvinfer); on x86 install it from NVIDIA's index (pip install edgereid[tensorrt]).")
-
-
-def import_tensorrt():
-    """Import tensorrt (10 or newer) or explain where it comes from."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailable(_NO_TRT.format(exc=exc)) from None
-    major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
-        raise BackendUnavailable(f"TensorRT {trt.__version__} found; edgereid needs TensorRT 10 or newer "
-                                 "(JetPack 6 or newer)")
-    return trt
 
 
 class _CudaRT:
@@ -52,6 +43,12 @@ class _CudaRT:
 
             self.cudart = cudart
             self.kind = "cuda-python"
+            err, count = cudart.cudaGetDeviceCount()
+            if int(err) != 0 or not count:
+                _, msg = cudart.cudaGetErrorString(err)
+                why = msg.decode() if isinstance(msg, bytes) else str(msg)
+                raise BackendUnavailable(f"no usable NVIDIA GPU here (CUDA: {why if int(err) else 'no device'}): "
+                                         "a TensorRT engine runs only on the GPU family it was built for")
             self.stream = self._check(cudart.cudaStreamCreate())
             return
         except ImportError:
@@ -120,7 +117,9 @@ class TensorRTBackend(Backend):
 
     def __init__(self, bundle: Bundle, artifact: Artifact | str | None = None, max_batch: int | None = None) -> None:
         super().__init__(bundle, artifact, max_batch)
-        trt = import_tensorrt()
+        lib = import_tensorrt(str(self.artifact.extra.get("library", "auto")))
+        trt = lib.module
+        self.library = lib
         self.cuda = _CudaRT()
         path = bundle.file(self.artifact, "engine")
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -128,8 +127,8 @@ class TensorRTBackend(Backend):
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             built_for = self.artifact.extra.get("built_for", "unknown")
-            raise BundleError(f"{path}: TensorRT {trt.__version__} cannot deserialise this engine (built for "
-                              f"{built_for}); rebuild it on this device: reid-runtime build-engine")
+            raise BundleError(f"{path}: {lib.label} cannot deserialise this engine (built for {built_for}); "
+                              "rebuild it for this device: reid-runtime build-engine")
         self.engine = engine
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
