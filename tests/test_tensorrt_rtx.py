@@ -316,13 +316,25 @@ def test_rtx_export_builds_engines_runs_without_a_gpu_and_rebuilds_for_another_g
     assert ("reid-runtime build-engine --bundle . --library tensorrt-rtx --precision int8 --compute-capability 8.6,8.9 "
             "--source-artifact onnx-int8-qdq --min-batch 1 --opt-batch 2 --max-batch 8") in md
 
-    # 2. no GPU here: the default engine falls back to the Q/DQ ONNX (same precision), saying why
+    # 2. no GPU here. The automatic choice leaves both engines out (they cannot open) and runs an
+    # ONNX artifact; with the manifest's default, the default engine falls back to the Q/DQ ONNX
+    # (same precision), saying why
     run = [sys.executable, "-m", "edgereid.runtime.cli"]
     store = tmp_path / "store.bin"
     enroll = subprocess.run(run + ["enroll", "--bundle", str(out), "--gallery", str(store), "--create",
                                    str(data / "bounding_box_test")], capture_output=True, text=True, timeout=300)
     assert enroll.returncode == 0, enroll.stderr
-    assert "no usable NVIDIA GPU" in enroll.stderr and "running artifact 'onnx-int8-qdq'" in enroll.stderr
+    assert "artifact: onnx-" in enroll.stderr, enroll.stderr
+    info = json.loads(subprocess.run(run + ["info", "--bundle", str(out)], capture_output=True, text=True,
+                                     timeout=300, check=True).stdout)
+    left_out = {c["name"]: c for c in info["artifact_choice"]["candidates"] if not c["eligible"]}
+    assert {"tensorrt-rtx-fp32", "tensorrt-rtx-int8"} <= set(left_out), info["artifact_choice"]
+    manifest_default = subprocess.run(run + ["query", "--bundle", str(out), "--gallery", str(store),
+                                             "--artifact-choice", "manifest", str(data / "query")],
+                                      capture_output=True, text=True, timeout=300)
+    assert manifest_default.returncode == 0, manifest_default.stderr
+    assert ("no usable NVIDIA GPU" in manifest_default.stderr
+            and "running artifact 'onnx-int8-qdq'" in manifest_default.stderr), manifest_default.stderr
     explicit = subprocess.run(run + ["query", "--bundle", str(out), "--gallery", str(store), "--backend", "tensorrt",
                                      str(data / "query")], capture_output=True, text=True, timeout=300)
     assert explicit.returncode == 4 and "no usable NVIDIA GPU" in explicit.stderr
