@@ -68,12 +68,13 @@ endif
 # Pipeline outputs are never deleted as intermediates: a second `make demo` finds them and skips.
 .SECONDARY:
 
-.PHONY: help setup test qemu-user lint demo synth train compress prune export bundles runtime report bench \
+.PHONY: help setup test test-aarch64 qemu-user lint demo synth train compress prune export bundles runtime report bench \
         bench-search bench-store bench-models bench-tensorrt sweep clean
 
 help:
 	@echo "make demo    - the whole pipeline on the synthetic default (WORK=$(WORK))"
 	@echo "make test    - the test suite"
+	@echo "make test-aarch64 - the runtime's tests on emulated Jetson CPUs (qemu-user; installs what it needs)"
 	@echo "make setup   - create $(VENV) with edgereid[all,dev,tensorrt-rtx]"
 	@echo "make lint    - ruff"
 	@echo "make bench   - performance suites; rewrites BENCHMARKS.md"
@@ -99,8 +100,15 @@ qemu-user:
 test: $(STAMP) qemu-user
 	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
+# The runtime's tests on an emulated aarch64 CPU (qemu-user), the C scan cross-built: needs no venv,
+# installs its Debian tools (apt-get) and aarch64 wheels itself, caches them in build/aarch64/.
+# AARCH64_ARGS: e.g. --cpu cortex-a57:runtime, --jobs 1, -- -k store (see tools/test_aarch64.py --help).
+AARCH64_ARGS ?=
+test-aarch64:
+	$(PYTHON) tools/test_aarch64.py $(AARCH64_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check edgereid runtime train export calibration tests bench
+	$(BIN)/ruff check edgereid runtime train export calibration tests bench tools
 
 # ---- the pipeline ----------------------------------------------------------------------------
 $(DATA)/.complete: | $(STAMP)

@@ -20,6 +20,7 @@ differences; the code that uses it never branches on the library's name itself.
 from __future__ import annotations
 
 import importlib
+import platform
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,9 @@ LIBRARIES: dict[str, tuple[str, str, str]] = {
     "tensorrt-rtx": ("tensorrt_rtx_bindings", "TensorRT-RTX",
                      "pip install edgereid[tensorrt-rtx] (tensorrt-rtx-cu12-libs and tensorrt-rtx-cu12-bindings)"),
 }
+# TensorRT-RTX wheels exist for x86-64 only (pyproject's tensorrt-rtx markers): elsewhere (a Jetson)
+# its install hint would install nothing
+RTX_MACHINES = ("x86_64", "AMD64")
 MIN_TENSORRT = (8, 5)  # JetPack 5: the named-tensor API (execute_async_v3) and memory pools exist from 8.5
 
 
@@ -151,6 +155,9 @@ def import_tensorrt(library: str = "auto") -> TensorRTLibrary:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
+            if name == "tensorrt-rtx" and platform.machine() not in RTX_MACHINES:
+                install = (f"it has no {platform.machine() or 'build for this machine'} build (x86-64 only); "
+                           "on a Jetson, TensorRT comes with JetPack")
             errors.append(f"{label}: {exc}; {install}")
             continue
         version = str(getattr(module, "__version__", "0"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -339,8 +340,29 @@ def test_tensorrt_paths_explain_what_to_install(world, tmp_path: Path):
         proc = run("build-engine", "--bundle", bundle, "--precision", "fp16")
         assert proc.returncode == 2 and "strongly typed" in proc.stderr
     proc = run("build-engine", "--bundle", bundle, "--precision", "int8")
-    assert proc.returncode == 2 and "Q/DQ int8 ONNX" in proc.stderr  # this bundle has no int8 graph
+    if available_libraries():
+        assert proc.returncode == 2 and "Q/DQ int8 ONNX" in proc.stderr  # this bundle has no int8 graph
+    else:  # no TensorRT at all (aarch64 without JetPack's: make test-aarch64): what to install, for this machine
+        assert proc.returncode == 4 and "JetPack" in proc.stderr and "Traceback" not in proc.stderr
+        rtx_here = platform.machine() in ("x86_64", "AMD64")
+        assert ("pip install edgereid[tensorrt-rtx]" in proc.stderr) == rtx_here, proc.stderr
 
+
+
+def test_missing_tensorrt_advice_fits_the_machine(monkeypatch: pytest.MonkeyPatch):
+    from edgereid.runtime import tensorrt_api
+    from edgereid.runtime.backends import BackendUnavailable
+
+    # neither library importable: TensorRT-RTX's pip hint only where its wheels exist (x86-64)
+    monkeypatch.setattr(tensorrt_api, "LIBRARIES", {n: (f"_edgereid_absent_{i}", *v[1:])
+                                                   for i, (n, v) in enumerate(tensorrt_api.LIBRARIES.items())})
+    for machine, rtx_hint in (("x86_64", True), ("aarch64", False)):
+        monkeypatch.setattr(tensorrt_api.platform, "machine", lambda m=machine: m)
+        with pytest.raises(BackendUnavailable) as exc:
+            tensorrt_api.import_tensorrt()
+        assert "JetPack" in str(exc.value)
+        assert ("pip install edgereid[tensorrt-rtx]" in str(exc.value)) == rtx_hint, str(exc.value)
+        assert ("no aarch64 build" in str(exc.value)) == (not rtx_hint)
 
 def test_usage_errors_exit_2_without_traceback(world):
     for args in (["--gallery", "x.bin", "img.jpg"],  # no --bundle

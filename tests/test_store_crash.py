@@ -194,7 +194,15 @@ def test_sigkill_during_enrolment_20_times(tmp_path: Path) -> None:
     big = 2000  # records up to 2000 x 16 bytes of codes: kills land inside writes too
     reported = -1
     err_file = open(tmp_path / "child.err", "w")  # noqa: SIM115 - closed at the end
-    for _kill in range(20):
+    kills = 0
+
+    def torn() -> int:  # records cut by a kill, saved by the next writer's recovery
+        return len(list(tmp_path.glob("s.bin.torn-*")))
+
+    # 20 kills, and more (at most 60) until 3 of them tore a record: where the writer's own work
+    # is slow next to its writes (an emulated CPU: make test-aarch64), fewer kills land in a write
+    while kills < 20 or (kills < 60 and torn() < 3):
+        kills += 1
         proc = subprocess.Popen(
             [sys.executable, str(script), str(path), str(big)],
             stdout=subprocess.PIPE, stderr=err_file, text=True,
@@ -230,7 +238,7 @@ def test_sigkill_during_enrolment_20_times(tmp_path: Path) -> None:
     err_file.close()
     assert reported >= 10  # the children did make progress
     # torn tails really happened (and were recovered: each writer open saved and cut one)
-    assert len(list(tmp_path.glob("s.bin.torn-*"))) >= 3
+    assert torn() >= 3, f"only {torn()} of {kills} kills tore a record"
 
 
 WRITER = textwrap.dedent(
