@@ -17,9 +17,9 @@ silently wrong. Every product here therefore has one of two forms:
   taken over a doubled inner dimension, ``[A | A] @ [h ; h + l] = A @ b``: no carry step, one
   int32 result, twice the multiply-adds (the gallery is still read once).
 - ``direct``: ``b`` as it is. Only where the CPU has int8 dot products that accumulate in int32
-  (x86 VNNI; aarch64, whose kernels widen before adding), and only after a probe with extreme
-  operands (all-255 x +-127/128, for which any 16-bit pair sum must overflow) came back exact on
-  this machine, once per process.
+  (x86 VNNI; aarch64 SDOT/UDOT, e.g. Jetson Orin's Cortex-A78AE), and only after a probe with
+  extreme operands (255 x 127, and -128 x -128 through the zero point: any 16-bit pair sum
+  overflows on them) came back exact on this machine, once per process.
 
 :func:`product_form` makes that choice (``EDGEREID_CPU_FEATURES`` forces what the CPU is taken to
 have, ``form=`` forces the form; a forced ``direct`` that fails its probe is refused);
@@ -184,13 +184,18 @@ class IntGemm:
 def probe(form: str) -> bool:
     """True when ``form`` computes extreme products exactly on this machine (onnxruntime's kernels).
 
-    ``A`` all 255 (and a random part), ``B`` columns of all +127, all -128, alternating signs and
-    random levels, with and without a zero point: a kernel that adds two such products in 16 bits
-    overflows on the first column, so a saturating kernel cannot pass.
+    ``A`` rows of all 255, all 0, alternating 0/255 and random bytes; ``B`` columns of all +127,
+    all -128, alternating signs, +-64 and random levels; with and without a zero point. Kernels
+    differ in how they sign the operands (x86 without VNNI: ``A * B`` as uint8 x int8; aarch64
+    without dot products: ``(A - 128) * B`` as int8 x int8), so both extremes are there: 255 x 127
+    and, with the zero point 128, (0 - 128) x -128. A kernel that adds two such products in 16 bits
+    overflows on them, so it cannot pass.
     """
     rng = np.random.default_rng(0)
     k = 48
-    a = np.concatenate([np.full((8, k), 255, np.uint8), rng.integers(0, 256, (24, k), dtype=np.uint8)])
+    a = np.concatenate([np.full((8, k), 255, np.uint8), np.zeros((8, k), np.uint8),
+                        np.tile(np.array([0, 255], np.uint8), (8, k // 2)),
+                        rng.integers(0, 256, (24, k), dtype=np.uint8)])
     b = np.stack([np.full(k, 127), np.full(k, -128), np.tile([127, -128], k // 2),
                   rng.integers(-128, 128, k), np.full(k, 64), np.full(k, -64)], axis=1).astype(np.int8)
     for zp in (128, None):
@@ -207,9 +212,12 @@ def usable(form: str) -> bool:
 
 
 def _direct_expected() -> bool:
-    """The CPU's u8 x s8 dot products accumulate in 32 bits: x86 VNNI, or aarch64 (its kernels widen)."""
+    """The CPU has int8 dot products that accumulate in 32 bits: x86 VNNI, or aarch64's SDOT/UDOT.
+
+    (aarch64 without them, e.g. the Cortex-A57 of a Jetson Nano/TX2, adds pairs of int8 products
+    in 16-bit lanes: (-128) x (-128) twice overflows there.)"""
     cpu = cpu_info()
-    return cpu.has("vnni") or cpu.arch in ("aarch64", "arm64")
+    return cpu.has("vnni") or cpu.has("neon_dot")
 
 
 def product_form(requested: str = "auto") -> str:
