@@ -100,7 +100,7 @@ test: $(STAMP) qemu-user
 	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgereid runtime train export calibration tests bench
+	$(BIN)/ruff check edgereid data runtime train export calibration tests bench
 
 # ---- the pipeline ----------------------------------------------------------------------------
 $(DATA)/.complete: | $(STAMP)

@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("--model and --data are required")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from edgereid.calibration.calib_set import load_calibration_images
+    from edgereid.data import build_dataset
     from edgereid.export.accuracy import evaluate_runners
-    from edgereid.train.data import build_dataset
 
     dataset = build_dataset(args.dataset, args.data)
     work = Path(args.work)

@@ -186,7 +186,7 @@ def export_bundle(ckpt, out: str | Path, opts: ExportOptions | None = None, data
     _check_out(out, opts.overwrite)  # before any slow work
     model = load_model(ckpt) if isinstance(ckpt, (str, Path)) else ckpt.eval()
     if dataset is None and opts.data:
-        from edgereid.train.data import build_dataset
+        from edgereid.data import build_dataset
 
         dataset = build_dataset(opts.dataset, opts.data)
     work = _prepare_out(out, opts.overwrite)

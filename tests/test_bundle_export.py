@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from edgereid.data import build_dataset
 from edgereid.export.bundle import ExportOptions, export_bundle
 from edgereid.export.tensorrt_engine import tensorrt_available
 from edgereid.runtime.bundle import BundleError, load_bundle
 from edgereid.train.checkpoint import save_checkpoint
 from edgereid.train.config import BackboneConfig, EmbeddingConfig, ModelConfig
-from edgereid.train.data import build_dataset
 from edgereid.train.models import build_model
 from market_tree import write_market_tree
 

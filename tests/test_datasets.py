@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgereid.train.data import (
+from edgereid.data import (
     DatasetLayoutError,
     ReIDDataset,
     build_dataset,
@@ -313,7 +313,7 @@ def test_prw_layout_error_without_scipy_files(tmp_path):
 
 
 def test_data_modules_do_not_import_torch():
-    code = ("import sys, edgereid.train.data, edgereid.train.data.synth, edgereid.train.histogram_baseline; "
+    code = ("import sys, edgereid.train.data, edgereid.data.synth, edgereid.train.histogram_baseline; "
             "bad = [m for m in ('torch', 'timm') if m in sys.modules]; assert not bad, bad")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgereid.train.data import DatasetLayoutError, build_dataset
-from edgereid.train.data.synth import (
+from edgereid.data import DatasetLayoutError, build_dataset
+from edgereid.data.synth import (
     MARKER,
     SynthConfig,
     generate,
@@ -23,7 +23,7 @@ from edgereid.train.data.synth import (
     preview,
     split_identities,
 )
-from edgereid.train.data.synth_render import (
+from edgereid.data.synth_render import (
     SUPERSAMPLE,
     _aerial_person,
     make_identity,
@@ -214,7 +214,7 @@ def test_preview_is_a_grid_of_identities_by_camera(synth_set, tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "edgereid.train.data.synth", *args],
+    return subprocess.run([sys.executable, "-m", "edgereid.data.synth", *args],
                           capture_output=True, text=True, env=env, timeout=300)
 
 

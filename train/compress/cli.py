@@ -74,8 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    from edgereid.data import build_dataset
+
     from ..cli_common import train_config_from_args
-    from ..data import build_dataset
     from .methods import CompressConfig, compress
 
     cfg = CompressConfig(method=args.method, dim=args.dim, bits=args.bits, qat=args.qat, init_from=args.init_from,
@@ -104,8 +105,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--report-only: {path} does not exist (run the sweep first)")
         data = json.loads(path.read_text())
     else:
+        from edgereid.data import build_dataset
+
         from ..cli_common import train_config_from_args
-        from ..data import build_dataset
         from .sweep import VARIANTS, SweepConfig, run_sweep
 
         variants = tuple(args.variants or VARIANTS)

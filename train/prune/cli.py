@@ -71,8 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from edgereid.data import build_dataset
+
     from ..checkpoint import load_model, read_config
-    from ..data import build_dataset
     from ..engine import DistillConfig, TrainConfig
     from .schedule import PruneConfig, run_pruning
 

@@ -405,8 +405,8 @@ run_synth_command = main_synth  # the name train/cli.py calls
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edgereid.train.data.synth``: the same as ``edgereid synth``."""
-    parser = argparse.ArgumentParser(prog="python -m edgereid.train.data.synth", description=main_synth.__doc__)
+    """``python -m edgereid.data.synth``: the same as ``edgereid synth``."""
+    parser = argparse.ArgumentParser(prog="python -m edgereid.data.synth", description=main_synth.__doc__)
     add_synth_arguments(parser)
     return main_synth(parser.parse_args(argv))
 
