@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.naming import list_images, parse_market_name
 
 Record = tuple[str, int, int]  # (image_path, pid, camid)
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Sub-folders that hold query/gallery images in the supported layouts: never calibration material.
 EVALUATION_FOLDERS = frozenset({"query", "gallery", "bounding_box_test", "test", "query_images", "gallery_images"})
 
@@ -126,20 +124,20 @@ def scan_train_folder(folder: str | Path) -> list[Record]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: calibration image folder not found")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = list_images(folder, recursive=True)
     held_out = sorted({part for p in paths for part in p.relative_to(folder).parts[:-1]
                        if part.lower() in EVALUATION_FOLDERS})
     if held_out:
         raise ValueError(f"{folder}: contains evaluation folders {held_out}; calibration must use train images only: "
                          "pass the train folder (e.g. bounding_box_train) instead")
     if not paths:
-        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise FileNotFoundError(f"{folder}: no images found")
     folders: dict[str, int] = {}
     records: list[Record] = []
     for p in paths:
-        m = _MARKET_NAME.match(p.name)
-        if m:
-            pid, cam = int(m.group(1)), int(m.group(2)) - 1
+        parsed = parse_market_name(p)
+        if parsed:
+            pid, cam = parsed
             if pid < 0:
                 continue  # junk
         else:

@@ -1,7 +1,9 @@
-"""Data for edgereid: data set loaders behind a registry and the synthetic ReID generator.
+"""Data for edgereid, the bottom layer: data set readers behind a registry, the one file-name
+parser (``naming``) and the synthetic ReID generator.
 
-Everything imported here is numpy + Pillow only (no torch), so loading and generating data is
-fast and testable without the training stack. The torch-side pieces (``sampler``,
+Everything here is numpy + Pillow only and imports nothing else of edgereid, so runtime,
+calibration and train all read data the same way, and loading and generating data is fast and
+testable without the training stack. The torch-side pieces (``sampler``,
 ``image_dataset``, ``transforms``) live in ``edgereid.train.data``.
 """
 
@@ -14,6 +16,7 @@ from .datasets import (
     list_datasets,
     register_dataset,
 )
+from .naming import IMAGE_SUFFIXES, MarketName, list_images, market_name, parse_market_name
 
 
 def __getattr__(name: str):
@@ -26,13 +29,18 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "DatasetLayoutError",
+    "MarketName",
     "Record",
     "ReIDDataset",
     "SynthConfig",
     "build_dataset",
     "generate",
     "list_datasets",
+    "list_images",
+    "market_name",
+    "parse_market_name",
     "preview",
     "register_dataset",
 ]

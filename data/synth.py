@@ -1,8 +1,8 @@
 """Deterministic synthetic person-ReID data, written in the real Market-1501 layout.
 
-``generate(SynthConfig(out="data/synth"))`` writes::
+``generate(SynthConfig(out="runs/synth"))`` writes::
 
-    data/synth/
+    runs/synth/
       bounding_box_train/  0007_c1s3_000151_01.jpg ...   train identities (disjoint from test)
       bounding_box_test/   0002_c4s1_000913_01.jpg ...   gallery: test identities, plus
                            0000_c2s5_001201_01.jpg       distractors (pid 0000, bad detections)
@@ -41,14 +41,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .naming import market_name, parse_market_name
 from .synth_render import (
     CLOTHING,
+    Appearance,
     Camera,
-    Identity,
+    make_appearance,
     make_camera,
-    make_identity,
     make_scheme,
-    random_identity,
+    random_appearance,
     render,
 )
 
@@ -78,7 +79,7 @@ class SynthConfig:
     as a drone looking down (PRAI-like).
     """
 
-    out: str = "data/synth"
+    out: str = "runs/synth"
     ids: int = 120
     seed: int = 0
     cameras: int = 6
@@ -156,19 +157,19 @@ def split_identities(cfg: SynthConfig) -> tuple[list[int], list[int]]:
     return sorted(int(p) for p in pids[:n_train]), sorted(int(p) for p in pids[n_train:])
 
 
-def make_identities(cfg: SynthConfig, train: list[int], test: list[int]) -> dict[int, Identity]:
-    """Identities grouped (within each split) into colour schemes of ``ids_per_scheme``."""
+def make_appearances(cfg: SynthConfig, train: list[int], test: list[int]) -> dict[int, Appearance]:
+    """The look of every person, by pid, grouped (within each split) into colour schemes of ``ids_per_scheme``."""
     rng = np.random.default_rng([cfg.seed, 1])
     palette_idx = rng.choice(len(CLOTHING), size=cfg.palette_size, replace=False)
     palette = [CLOTHING[int(i)] for i in sorted(palette_idx)]
-    out: dict[int, Identity] = {}
+    out: dict[int, Appearance] = {}
     for split in (train, test):
         order = rng.permutation(split)
         for start in range(0, len(order), cfg.ids_per_scheme):
             scheme = make_scheme(rng, palette)
             taken: set[tuple] = set()
             for pid in order[start:start + cfg.ids_per_scheme]:
-                ident = make_identity(int(pid), scheme, np.random.default_rng([cfg.seed, 2, int(pid)]),
+                ident = make_appearance(int(pid), scheme, np.random.default_rng([cfg.seed, 2, int(pid)]),
                                       cfg.colour_jitter, avoid=taken)
                 taken.add(ident.signature())
                 out[int(pid)] = ident
@@ -177,12 +178,6 @@ def make_identities(cfg: SynthConfig, train: list[int], test: list[int]) -> dict
 
 def make_cameras(cfg: SynthConfig) -> list[Camera]:
     return [make_camera(c, np.random.default_rng([cfg.seed, 3, c]), cfg) for c in range(cfg.cameras)]
-
-
-def market_name(pid: int, cam: int, seq: int, frame: int, box: int = 1) -> str:
-    """Market-1501 file name; ``cam`` is 0-based here and 1-based in the name; junk is ``-1``."""
-    head = "-1" if pid == -1 else f"{pid:04d}"
-    return f"{head}_c{cam + 1}s{seq}_{frame:06d}_{box:02d}.jpg"
 
 
 def plan(cfg: SynthConfig) -> list[_Item]:
@@ -265,9 +260,8 @@ def generate(cfg: SynthConfig, *, force: bool = False, progress: bool = True) ->
 
     Skips the work when ``cfg.out`` already holds a complete set made with the same config
     (unless ``force``). The ``.complete`` marker (config + counts) is written last, atomically.
+    ``progress`` shows a tqdm bar when tqdm is installed (it comes with ``edgereid[train]``).
     """
-    from tqdm import tqdm
-
     cfg.validate()
     out = Path(cfg.out)
     if not force and is_complete(out, cfg):
@@ -277,17 +271,17 @@ def generate(cfg: SynthConfig, *, force: bool = False, progress: bool = True) ->
     for sub in SPLIT_FOLDERS:
         (out / sub).mkdir()
     train, test = split_identities(cfg)
-    identities = make_identities(cfg, train, test)
+    looks = make_appearances(cfg, train, test)
     cameras = make_cameras(cfg)
     items = plan(cfg)
     counts = {sub: 0 for sub in SPLIT_FOLDERS}
-    for item in tqdm(items, desc=f"synth -> {out}", unit="img", disable=not progress, mininterval=1.0):
+    for item in _progress(items, f"synth -> {out}", progress):
         rng = np.random.default_rng(list(item.seed))
         if item.draw_pid is None:
-            ident = random_identity(rng) if item.mode != "background" else None
+            look = random_appearance(rng) if item.mode != "background" else None
         else:
-            ident = identities[item.draw_pid]
-        img = render(ident, cameras[item.cam], rng, cfg, occluded=item.occluded, mode=item.mode)
+            look = looks[item.draw_pid]
+        img = render(look, cameras[item.cam], rng, cfg, occluded=item.occluded, mode=item.mode)
         img.save(out / item.folder / item.name, "JPEG", quality=cfg.jpeg_quality)
         counts[item.folder] += 1
     counts.update(
@@ -304,6 +298,17 @@ def generate(cfg: SynthConfig, *, force: bool = False, progress: bool = True) ->
     return out
 
 
+def _progress(items: list, desc: str, enabled: bool):
+    """``items`` behind a tqdm bar when one is wanted and tqdm is installed."""
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, unit="img", mininterval=1.0)
+
+
 def preview(root: str | Path, out_png: str | Path, rows: int = 8, cols: int = 8) -> Path:
     """A PNG grid of samples: one row per identity (first ``rows`` pids), columns by camera.
 
@@ -314,10 +319,10 @@ def preview(root: str | Path, out_png: str | Path, rows: int = 8, cols: int = 8)
     by_pid: dict[int, list[tuple[int, Path]]] = {}
     for sub in ("bounding_box_train", "query", "bounding_box_test"):
         for p in sorted((root / sub).glob("*.jpg")):
-            pid_s, _, rest = p.name.partition("_c")
-            if not pid_s.lstrip("-").isdigit() or int(pid_s) <= 0:
+            parsed = parse_market_name(p)
+            if parsed is None or parsed.pid <= 0:
                 continue
-            by_pid.setdefault(int(pid_s), []).append((int(rest.split("s")[0].split("_")[0]), p))
+            by_pid.setdefault(parsed.pid, []).append((parsed.camera, p))
     if not by_pid:
         raise FileNotFoundError(f"no identity images (PPPP_cC...jpg) under {root}/bounding_box_train, query or bounding_box_test")
     pids = sorted(by_pid)[:rows]

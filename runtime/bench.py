@@ -137,9 +137,10 @@ def _synthetic_gallery(path: str, spec, n: int) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from edgereid.data.naming import list_images
+
     from .cli import UsageError, _embedder
     from .codec import quantize
-    from .image_sources import list_images
     from .store import GalleryStore
 
     for name in ("batch", "iterations", "gallery_size", "query_batch", "topk"):

@@ -373,8 +373,10 @@ def _expand_sources(items: Iterable[str], stdin: TextIO | None = None) -> Iterat
     Stdin is live: when no further path is waiting, ``Embedder.FLUSH`` is yielded so the images
     received so far are answered now rather than when a full batch has arrived.
     """
+    from edgereid.data.naming import list_images
+
     from .embedder import Embedder
-    from .image_sources import list_images, read_path_lines
+    from .image_sources import read_path_lines
 
     for item in items:
         if item == "-":
