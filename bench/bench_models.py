@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.atomic import write_json_atomic, write_text_atomic
 
 
 def _parse_model(text: str) -> tuple[str, str]:
@@ -223,9 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["mAP_delta_points_vs_reference"] = 100 * (a["mAP"] - ref_map)
         rows.append(row)
     results["rows"] = rows
-    Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out_json).write_text(json.dumps(results, indent=2) + "\n")
-    Path(args.out_md).write_text(markdown(results, argv if argv is not None else sys.argv[1:]))
+    write_json_atomic(args.out_json, results)
+    write_text_atomic(args.out_md, markdown(results, argv if argv is not None else sys.argv[1:]))
     print(f"wrote {args.out_md} and {args.out_json}")
     return 0
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.atomic import write_text_atomic
 from edgereid.data.naming import list_images, parse_market_name
 
 Record = tuple[str, int, int]  # (image_path, pid, camid)
@@ -57,10 +58,7 @@ class CalibrationSet:
         return hashlib.sha256(self.list_text().encode("utf-8")).hexdigest()
 
     def write_list(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.list_text(), encoding="utf-8")
-        return path
+        return write_text_atomic(path, self.list_text())
 
     def summary(self) -> dict[str, Any]:
         return {"images": len(self.records), "requested": self.requested, "source": self.source, "seed": self.seed,
@@ -172,6 +170,20 @@ def read_image_list(path: str | Path) -> list[Record]:
     if not records:
         raise ValueError(f"{path}: the image list is empty")
     return records
+
+
+def calibration_batches(images: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """Calibration images (N, 3, H, W) as contiguous float32 batches of ``batch`` (1 when None), the
+    last partial batch left out (a fixed-batch graph takes whole batches only)."""
+    if images.ndim != 4:
+        raise ValueError(f"calibration images must be (N, 3, H, W), got shape {images.shape}")
+    if len(images) == 0:
+        raise ValueError("no calibration images")
+    b = batch or 1
+    usable = (len(images) // b) * b
+    if usable == 0:
+        raise ValueError(f"{len(images)} calibration images are fewer than the graph's fixed batch {b}")
+    return [np.ascontiguousarray(images[i:i + b], np.float32) for i in range(0, usable, b)]
 
 
 def load_calibration_images(paths: Sequence[str], input_spec: dict[str, Any]) -> np.ndarray:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .atomic import write_json_atomic
 from .naming import market_name, parse_market_name
 from .synth_render import (
     CLOTHING,
@@ -267,7 +267,7 @@ def generate(cfg: SynthConfig, *, force: bool = False, progress: bool = True) ->
     if not force and is_complete(out, cfg):
         return out
     _prepare_folder(out)
-    (out / IN_PROGRESS).write_text(json.dumps({"version": GENERATOR_VERSION, "config": cfg.fingerprint()}))
+    write_json_atomic(out / IN_PROGRESS, {"version": GENERATOR_VERSION, "config": cfg.fingerprint()}, indent=None)
     for sub in SPLIT_FOLDERS:
         (out / sub).mkdir()
     train, test = split_identities(cfg)
@@ -291,9 +291,7 @@ def generate(cfg: SynthConfig, *, force: bool = False, progress: bool = True) ->
         occluded_images=sum(i.occluded for i in items),
     )
     marker = {"format": "edgereid-synth", "version": GENERATOR_VERSION, "config": cfg.fingerprint(), "counts": counts}
-    tmp = out / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True))
-    os.replace(tmp, out / MARKER)
+    write_json_atomic(out / MARKER, marker, sort_keys=True)
     (out / IN_PROGRESS).unlink(missing_ok=True)
     return out
 

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgereid.data.atomic import write_json_atomic, write_text_atomic
+
 DEFAULT_MODELS = "dense,compressed,pruned"
 LABELS = {"dense": "dense", "compressed": "compressed embedding", "pruned": "pruned + compressed"}
 
@@ -106,8 +108,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     baseline = _read(Path(args.baseline)) if args.baseline else None
     md = to_markdown(rows, baseline)
     out = Path(args.out) if args.out else work / "report.md"
-    out.write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "baseline": baseline}, indent=2) + "\n")
+    write_text_atomic(out, md)
+    write_json_atomic(out.with_suffix(".json"), {"rows": rows, "baseline": baseline})
     print(md)
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0

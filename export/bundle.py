@@ -38,6 +38,7 @@ from edgereid.calibration.calib_set import (
     calibration_set_from_dataset,
     load_calibration_images,
 )
+from edgereid.data.atomic import fsync_parent
 from edgereid.runtime.bundle import KNOWN_TARGETS, BundleWriter
 
 from .onnx_export import DeployableReID, export_onnx
@@ -168,6 +169,7 @@ def _finish(tmp: Path, out: Path) -> None:
             shutil.rmtree(old)
         out.rename(old)
     tmp.rename(out)
+    fsync_parent(out)  # the rename that publishes the bundle is on disk before the old one goes
     if old is not None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
 

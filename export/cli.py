@@ -92,8 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check_graph(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    from edgereid.data.atomic import write_json_atomic
 
     from .preflight import check_graph
     from .tensorrt_rules import TARGETS
@@ -103,8 +102,6 @@ def cmd_check_graph(args: argparse.Namespace) -> int:
     for r in reports:
         print(r.summary())
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"model": args.model, "reports": [r.to_dict() for r in reports]}, indent=2) + "\n")
+        out = write_json_atomic(args.json, {"model": args.model, "reports": [r.to_dict() for r in reports]})
         print(f"wrote {out}")
     return 0 if all(r.passed for r in reports) else 1

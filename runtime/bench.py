@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import resource
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.atomic import write_json_atomic, write_text_atomic
 
 from .device_report import device_report
 
@@ -232,8 +232,8 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     embedder.close()
     json_path, md_path = out_dir / "bench.json", out_dir / "bench.md"
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(to_markdown(report), encoding="utf-8")
+    write_json_atomic(json_path, report)
+    write_text_atomic(md_path, to_markdown(report))
     print(to_markdown(report), flush=True)
     print(f"reid-runtime: bench results written to {json_path} and {md_path}", file=sys.stderr, flush=True)
     return 0

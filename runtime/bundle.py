@@ -7,8 +7,8 @@ names the manifest, the field or file, what was expected and what was found.
 
 :class:`BundleWriter` is the other half of the contract: the exporter (and ``reid-runtime
 build-engine`` on the device) use it so that paths, digests and sizes are always computed the
-same way and the manifest is replaced atomically (write a temporary file, fsync, rename): a crash
-leaves the old manifest or the new one, never half of one.
+same way and the manifest is replaced atomically (``edgereid.data.atomic``: a temporary file,
+fsync, rename, fsync the folder): a crash leaves the old manifest or the new one, never half of one.
 
 Only the standard library is used here (JSON, hashlib): no pickle, nothing heavy.
 """
@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from edgereid.data.atomic import write_json_atomic
 
 __all__ = [
     "BundleError",
@@ -486,24 +488,6 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class BundleWriter:
     """Build (or extend) a bundle's manifest from files already written into the bundle folder.
 
@@ -601,5 +585,5 @@ class BundleWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         Bundle(self.root, json.loads(json.dumps(self.manifest)))  # the same checks load_bundle applies
         path = self.root / MANIFEST_NAME
-        _write_atomic(path, json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
+        write_json_atomic(path, self.manifest)
         return path

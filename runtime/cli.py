@@ -24,10 +24,10 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from edgereid.data.atomic import write_text_atomic
 
 __all__ = ["main", "build_parsers", "EXIT_OK", "EXIT_IMAGE_ERRORS", "EXIT_USAGE", "EXIT_VERIFY_FAILED",
            "EXIT_BACKEND_UNAVAILABLE", "EXIT_INTERNAL", "COMMANDS"]
@@ -712,7 +712,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     print(text, flush=True)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(args.out, text + "\n")
     codes = result["codes"]
     _note(f"rank-1 {codes['rank1']:.4f}, mAP {codes['mAP']:.4f} (codes) on {result['queries']} queries x "
           f"{result['gallery']} gallery images; results written to stdout" + (f" and {args.out}" if args.out else ""))

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgereid.data.atomic import write_bytes_atomic, write_text_atomic
+
 __all__ = ["add_build_engine_args", "run_build_engine", "EngineBuildConfig", "EngineBuild", "EngineBuildError",
            "build_serialized_engine", "build_engine", "engine_file_name", "default_artifact_name"]
 
@@ -263,15 +265,6 @@ def engine_file_name(library: str, precision: str, name: str | None = None) -> s
     return f"model.rtx.{precision}.engine" if library == "tensorrt-rtx" else f"model.{precision}.engine"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict[str, Any]:
     """Build, write and register the engine; returns the new manifest artifact entry."""
     from .bundle import BundleError, BundleWriter, load_bundle
@@ -310,7 +303,7 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
         built = build_serialized_engine(onnx_path, EngineBuildConfig(**{**cfg.__dict__, "precision": precision}), lib,
                                         timing_cache=cache_path.read_bytes() if cache_path.is_file() else None)
     except EngineBuildError as exc:
-        log_path.write_text("\n".join(exc.log) + "\n", encoding="utf-8")
+        write_text_atomic(log_path, "\n".join(exc.log) + "\n")
         raise EngineBuildError(f"{exc} (log: {log_path})", exc.errors, exc.log) from None
     out_name = bundle.embedding.output_name
     if out_name not in built.outputs:
@@ -319,11 +312,10 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
     if built.outputs[out_name][-1] != bundle.embedding.dim:
         raise BundleError(f"{onnx_path}: output {out_name!r} has shape {built.outputs[out_name]}, the manifest's "
                           f"embedding.dim is {bundle.embedding.dim}")
-    log_path.write_text("\n".join(built.log) + "\n", encoding="utf-8")
-    _write_atomic(engine_path, built.engine)
+    write_text_atomic(log_path, "\n".join(built.log) + "\n")
+    write_bytes_atomic(engine_path, built.engine)
     if built.timing_cache:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(cache_path, built.timing_cache)
+        write_bytes_atomic(cache_path, built.timing_cache)
 
     if lib.ahead_of_time:
         ccs = built.compute_capabilities

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from edgereid.data.atomic import write_text_atomic
 
 from ..checkpoint import load_model, read_config, write_json_atomic
 from .cost import count_macs, count_params
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         r["latency"] = lat[str(i)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows, args.title, args.note, [name for name, _ in splits]))
+    write_text_atomic(out, markdown(rows, args.title, args.note, [name for name, _ in splits]))
     print(out.read_text())
     print(f"wrote {out}")
     if args.json:
