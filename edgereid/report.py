@@ -43,6 +43,10 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _median_ms(stats: dict[str, Any]) -> float:
+    return stats["median_ms"] if "median_ms" in stats else stats["p50_ms"]  # p50_ms: bench.json of older versions
+
+
 def collect(work: Path, name: str) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name, "label": LABELS.get(name, name)}
     manifest = _read(work / f"bundle-{name}" / "manifest.json")
@@ -68,7 +72,7 @@ def collect(work: Path, name: str) -> dict[str, Any]:
     for bench in sorted((work / f"runtime-{name}").glob("bench-*/bench.json")):
         data = _read(bench)
         if data and "embed_b1" in data.get("results", {}):
-            latency[bench.parent.name.removeprefix("bench-")] = data["results"]["embed_b1"]["p50_ms"]
+            latency[bench.parent.name.removeprefix("bench-")] = _median_ms(data["results"]["embed_b1"])
     row["latency_b1_ms"] = latency
     return row
 

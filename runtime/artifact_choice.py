@@ -57,6 +57,7 @@ from edgereid.data.atomic import write_text_atomic
 from .backends import library_version, open_backend
 from .bundle import Artifact, Bundle
 from .cpu_features import cpu_info
+from .timing import latency_stats
 
 __all__ = ["CHOICE_MODES", "CHOICE_ENV", "ChoiceConfig", "Candidate", "ArtifactChoice", "resolve_mode",
            "eligible_candidates", "choose_artifact", "explicit_choice", "user_cache_dir", "CACHE_SUBDIR"]
@@ -327,6 +328,7 @@ class _CacheLock:
 
 
 def _median_call_ms(fn, warmup: int, min_calls: int, max_calls: int, budget_s: float) -> float:
+    """Median latency of ``fn()``: at least ``min_calls`` calls, more while the budget lasts (up to ``max_calls``)."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -335,7 +337,7 @@ def _median_call_ms(fn, warmup: int, min_calls: int, max_calls: int, budget_s: f
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    return latency_stats(times)["median_ms"]
 
 
 def _time_candidate(bundle: Bundle, cand: Candidate, batch: int, threads: int | None,
