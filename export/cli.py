@@ -6,7 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgereid.runtime.bundle import KNOWN_TARGETS
+    from edgereid.data import list_datasets
+    from edgereid.runtime.tables import TARGETS
 
     p = sub.add_parser("export", help="export a checkpoint to a deployment bundle (onnx, cpu, jetson, rtx)",
                        description="Export a checkpoint to a bundle folder: ONNX with the pruning baked in (static "
@@ -15,16 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "TensorRT pass their target's pre-flight (edgereid check-graph) first. See "
                                    "docs/bundle-format.md.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder (config.json + model.safetensors)")
-    p.add_argument("--target", required=True, choices=KNOWN_TARGETS,
-                   help="onnx: float + Q/DQ int8 ONNX; cpu: + OpenVINO IR f32 and int8; jetson: ONNX for TensorRT "
-                        "(pre-flight for TensorRT 10.3, or 8.5 with --jetpack 5), engines when TensorRT is importable, "
-                        "BUILD_ENGINE.md; rtx: + TensorRT-RTX engines (fp32, int8) built here for RTX GPUs (needs "
-                        "edgereid[tensorrt-rtx], no GPU)")
+    p.add_argument("--target", required=True, choices=list(TARGETS),
+                   help="; ".join(f"{t.name}: {t.summary}" for t in TARGETS.values()))
     p.add_argument("--out", required=True, help="bundle folder to write (must be new or empty unless --overwrite)")
     p.add_argument("--data", default=None,
                    help="data set root: train images calibrate int8, query/gallery measure accuracy (omit: float "
                         "artefacts only, parity on random inputs)")
-    p.add_argument("--dataset", default="market1501", help="data set loader name (market1501 also reads the synthetic set)")
+    p.add_argument("--dataset", default="market1501",
+                   help=f"data set layout: {', '.join(list_datasets())} (market1501 also reads the synthetic set)")
     p.add_argument("--jetpack", type=int, choices=(5, 6), default=None,
                    help="jetson only: 5 adds LayerNorm-decomposed graphs for TensorRT 8.5")
     p.add_argument("--calib-size", type=int, default=256, help="calibration images drawn from the train split")

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 import numpy as np
 from edgereid.data.atomic import write_text_atomic
 from edgereid.data.flags import add_options, options_from_args
+from edgereid.data.logs import show_logs
 
 __all__ = ["main", "build_parser", "build_parsers", "Command", "COMMANDS", "EXIT_OK", "EXIT_IMAGE_ERRORS", "EXIT_USAGE",
            "EXIT_VERIFY_FAILED", "EXIT_BACKEND_UNAVAILABLE", "EXIT_INTERNAL"]
@@ -83,7 +84,9 @@ def _add_bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--bundle", required=required, metavar="DIR",
                    help="bundle folder written by `edgereid export` (holds manifest.json); its files are "
                         "checked against their SHA-256 before use")
-    g.add_argument("--backend", choices=("onnxruntime", "openvino", "tensorrt"), default=None,
+    from .tables import BACKENDS
+
+    g.add_argument("--backend", choices=list(BACKENDS), default=None,
                    help="run this backend's artifact (at the default artifact's precision if it has one); "
                         "turns the automatic choice off")
     g.add_argument("--precision", default=None, metavar="P",
@@ -708,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     name = argv.pop(0) if argv and argv[0] in _BY_NAME else "match"
     args = build_parser(name).parse_args(argv)  # argparse exits 2 itself on bad usage
+    show_logs(lambda record: f"{PROG}: ")  # what the library logs (TensorRT's build warnings, ...)
     func: Callable[[argparse.Namespace], int] = args.func
     from .backends import BackendUnavailable
 

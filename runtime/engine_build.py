@@ -23,8 +23,8 @@ build is written beside the engine, which is registered in the manifest like any
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,8 @@ from typing import Any
 
 from edgereid.data.atomic import write_bytes_atomic, write_text_atomic
 from edgereid.data.flags import comma_list, option
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EngineBuildConfig", "EngineBuild", "EngineBuildError",
            "build_serialized_engine", "build_engine", "engine_file_name", "default_artifact_name"]
@@ -135,7 +137,7 @@ def build_serialized_engine(onnx_path: str | os.PathLike, cfg: EngineBuildConfig
                             timing_cache: bytes | None = None, echo: bool = True) -> EngineBuild:
     """Parse ``onnx_path`` and build a serialized engine; raises :class:`EngineBuildError` with the nodes
     TensorRT refused. ``trt``: a :class:`~edgereid.runtime.tensorrt_api.TensorRTLibrary` (default:
-    ``import_tensorrt(cfg.library)``). ``echo``: print TensorRT's warnings and errors on stderr."""
+    ``import_tensorrt(cfg.library)``). ``echo``: log TensorRT's warnings and errors (the commands show them on stderr)."""
     from .tensorrt_api import import_tensorrt
 
     cfg = cfg or EngineBuildConfig()
@@ -156,7 +158,7 @@ def build_serialized_engine(onnx_path: str | os.PathLike, cfg: EngineBuildConfig
             line = f"[{severity.name if hasattr(severity, 'name') else severity}] {msg}"
             log_lines.append(line)
             if echo and int(severity) <= int(m.ILogger.Severity.WARNING):
-                print(line, file=sys.stderr, flush=True)
+                logger.warning(line)
 
     logger = _Logger()
     builder = m.Builder(logger)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from edgereid.data import list_datasets
+
 from .config import VIT_SIZES
 
 if TYPE_CHECKING:  # the engine imports torch: keep `edgereid --help` fast
@@ -22,7 +24,7 @@ def parse_img_size(text: str) -> tuple[int, int]:
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root folder (for the synthetic set: the `edgereid synth` output)")
     p.add_argument("--dataset", default="market1501",
-                   help="dataset layout: market1501 (also the synthetic set), dukemtmc, occluded_duke, msmt17, prw, prai, imagefolder")
+                   help=f"dataset layout: {', '.join(list_datasets())} (market1501 also reads the synthetic set)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, with_head: bool = False) -> None:

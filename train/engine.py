@@ -10,6 +10,7 @@ saves.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -28,6 +29,8 @@ from .data.sampler import PKSampler
 from .data.transforms import AugmentConfig, collate, train_transform
 from .evaluate import evaluate_model
 from .losses import batch_hard_triplet, cross_entropy, kd_embedding, kd_logits
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -240,8 +243,8 @@ def fit(model, dataset, cfg: TrainConfig, out_dir: str | Path, teacher=None, met
                 best = {**metrics, "epoch": epoch + 1}
                 save_checkpoint(model, run_dir, metadata={"train": _jsonable(asdict(cfg)), "metrics": metrics,
                                                      "epoch": epoch + 1, **(metadata or {})})
-            tqdm.write(f"epoch {epoch + 1}: loss {record.get('loss', 0):.4f}  rank-1 {metrics['rank1']:.4f}  "
-                       f"mAP {metrics['mAP']:.4f}  ({record['seconds']:.0f}s)")
+            logger.info(f"epoch {epoch + 1}: loss {record.get('loss', 0):.4f}  rank-1 {metrics['rank1']:.4f}  "
+                        f"mAP {metrics['mAP']:.4f}  ({record['seconds']:.0f}s)")
         log.write(record)
     seconds = time.time() - start
     summary = {"best": best, "train_seconds": round(seconds, 2), "steps": step, "epochs": cfg.epochs,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..bundle import Artifact, Bundle, BundleError
+from ..tables import BACKENDS
 from .base import Backend, BackendUnavailable
 
 __all__ = ["OnnxRuntimeBackend", "check_graph_metadata"]
@@ -53,8 +54,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise BackendUnavailable(f"onnxruntime is not installed ({exc}): pip install onnxruntime "
-                                     "(or onnxruntime-gpu; it is a dependency of edgereid)") from None
+            raise BackendUnavailable(f"onnxruntime is not installed ({exc}): {BACKENDS[self.name].install}") from None
         path = bundle.file(self.artifact, "model")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Artifact, Bundle, BundleError
+from ..tables import BACKENDS
 from .base import Backend, BackendUnavailable
 from .onnxruntime_backend import check_graph_metadata
 
@@ -31,7 +32,7 @@ def import_openvino():
         import openvino
     except ImportError as exc:
         raise BackendUnavailable(f"the OpenVINO backend needs openvino, which is not installed ({exc}): "
-                                 "pip install edgereid[openvino]") from None
+                                 f"{BACKENDS['openvino'].install}") from None
     return openvino
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..cli_common import add_data_arguments, add_model_arguments, add_training_arguments
+from .methods import METHODS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     add_training_arguments(p)
     g = p.add_argument_group("compression")
-    g.add_argument("--method", required=True, choices=["slice", "lowrank", "prune"],
-                   help="slice: first K dims of the cls token; lowrank: e = A^T f; prune: iterative dimension pruning")
+    g.add_argument("--method", required=True, choices=list(METHODS),
+                   help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
     g.add_argument("--dim", type=int, required=True, help="compressed embedding size K")
     g.add_argument("--bits", type=int, default=32, choices=[32, 8, 4, 1],
                    help="embedding code width: 32 = float; 8/4 = integer codes; 1 = sign bits (default 32)")
@@ -48,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
     g.add_argument("--dense-ckpt", default=None, help="use this trained dense checkpoint instead of training one")
-    g.add_argument("--methods", nargs="+", default=["slice", "lowrank", "prune"],
-                   choices=["slice", "lowrank", "prune"], help="methods to sweep (default all three)")
+    g.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                   help=f"methods to sweep (default all: {' '.join(METHODS)})")
     g.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="compressed dims (default: 3/4, 5/8, 1/2, 1/4, 1/12, 1/24 of d, plus --extra-dims)")
     g.add_argument("--extra-dims", type=int, nargs="*", default=[32],

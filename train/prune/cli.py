@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..cli_common import add_data_arguments, add_distill_arguments
+from .modes import MODES, STAGES, TOKEN_FORMS
 
 
 def _int_list(text: str) -> list[int]:
@@ -24,16 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Writes the pruned checkpoint, prune_log.jsonl and prune_summary.json to --out.")
     p.add_argument("--ckpt", required=True, help="the trained dense checkpoint folder (also the distillation teacher)")
     add_data_arguments(p)
-    p.add_argument("--mode", default="tokens-kv", choices=["heads", "tokens-kv", "tokens-drop", "heads+tokens"],
-                   help="what to prune: attention heads by entropy, kv token positions by Taylor score, dropped "
-                        "tokens (top-k by cls attention), or heads then tokens (default tokens-kv)")
+    p.add_argument("--mode", default="tokens-kv", choices=list(MODES),
+                   help="what to prune: " + "; ".join(f"{m.name} = {m.help}" for m in MODES.values())
+                        + " (default tokens-kv)")
     p.add_argument("--rate", type=float, default=0.4,
                    help="fraction pruned: of all heads (heads), of all layer x patch key positions (tokens-kv), "
                         "of the patch tokens at each drop layer (tokens-drop) (default 0.4)")
     p.add_argument("--token-rate", type=float, default=None,
                    help="heads+tokens: the token stage's rate (default: --rate)")
-    p.add_argument("--token-form", default="kv", choices=["kv", "drop"],
-                   help="heads+tokens: token stage form, kv (the seed's) or drop (shortens the sequence) (default kv)")
+    p.add_argument("--token-form", default="kv", choices=list(TOKEN_FORMS),
+                   help="heads+tokens: the token stage, " + "; ".join(f"{f} = {STAGES[f].help}" for f in TOKEN_FORMS)
+                        + " (default kv)")
     p.add_argument("--drop-layers", type=_int_list, default=None,
                    help="0-based blocks that drop tokens (default: depth/4, depth/2, 3*depth/4 = 3,6,9 for 12 blocks)")
     p.add_argument("--iterations", type=int, default=1, help="prune + fine-tune rounds per stage (default 1)")
