@@ -14,8 +14,8 @@ and build the config back from the parsed arguments::
 
 A new option is one field. Flags are ``--`` + the field name with dashes; a bool defaulting to
 False is a switch, one defaulting to True is turned off by its ``--no-...`` flag; ``X | None``
-takes an X; choices may be a callable (read when the parser is built, e.g. from an extension
-table). The default is appended to every help text. Lives in the bottom layer so that every
+takes an X; choices (and the help) may be a callable, read when the parser is built (e.g. from an
+extension table defined further down). The default is appended to every help text. Lives in the bottom layer so that every
 layer's configs (data, runtime, train, export) use it.
 """
 
@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["add_options", "comma_list", "int_list", "option", "option_fields", "options_from_args"]
+__all__ = ["add_options", "comma_list", "int_list", "non_negative_float", "option", "option_fields",
+           "options_from_args", "positive_int"]
 
 _KEY = "edgereid.flag"
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
+def option(default: Any = dataclasses.MISSING, help: str | Callable[[], str] = "", *, default_factory: Any = dataclasses.MISSING,
            flag: str | None = None, type: Callable[[str], Any] | None = None,
            choices: Iterable[Any] | Callable[[], Iterable[Any]] | None = None, metavar: str | None = None,
            nargs: str | int | None = None, required: bool = False, show_default: bool = True) -> Any:
@@ -45,6 +47,28 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factor
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata={_KEY: meta})
     return dataclasses.field(default=default, metadata={_KEY: meta})
+
+
+def positive_int(text: str) -> int:
+    """A flag's parser: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    """A flag's parser: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
 
 
 def comma_list(text: str) -> list[str]:
@@ -110,7 +134,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         default = defaults.get(name, _default(f))
         hint, _optional = _base_type(hints[name])
         flag = meta["flag"] or "--" + name.replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": name, "help": meta["help"]}
+        kwargs: dict[str, Any] = {"dest": name, "help": meta["help"]() if callable(meta["help"]) else meta["help"]}
         if hint is bool and meta["type"] is None:
             if default and not flag.startswith("--no-"):
                 flag = "--no-" + flag[2:]
@@ -128,6 +152,8 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         for key in ("metavar", "nargs"):
             if meta[key] is not None:
                 kwargs[key] = meta[key]
+        if "metavar" not in kwargs and "choices" not in kwargs:
+            kwargs["metavar"] = flag[2:].replace("-", "_").upper()  # the flag's name, not the field's
         if meta["required"] or name in required:
             kwargs["required"] = True
         else:
@@ -137,8 +163,14 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         parser.add_argument(flag, **kwargs)
 
 
-def options_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
-    """An instance of ``cls`` from parsed flags (fields without a flag keep their defaults)."""
-    values = {f.name: getattr(args, f.name) for f in option_fields(cls) if hasattr(args, f.name)}
+def options_from_args(cls: type, args: argparse.Namespace, *, only: Iterable[str] | None = None,
+                      **overrides: Any) -> Any:
+    """An instance of ``cls`` from parsed flags (``only`` some fields; the others keep their defaults).
+
+    ``overrides`` set fields directly (values the command computes from other flags).
+    """
+    wanted = set(only) if only is not None else None
+    values = {f.name: getattr(args, f.name) for f in option_fields(cls)
+              if hasattr(args, f.name) and (wanted is None or f.name in wanted)}
     values.update(overrides)
     return cls(**values)

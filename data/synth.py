@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .atomic import write_json_atomic
+from .flags import add_options, option, options_from_args
 from .naming import market_name, parse_market_name
 from .synth_render import (
     CLOTHING,
@@ -79,31 +80,31 @@ class SynthConfig:
     as a drone looking down (PRAI-like).
     """
 
-    out: str = "runs/synth"
-    ids: int = 120
-    seed: int = 0
-    cameras: int = 6
-    min_cameras: int = 2
-    images_per_camera: int = 3
-    query_cameras: int = 2
-    height: int = 128
-    width: int = 64
-    distractors: int = 60
-    junk: int = 20
-    occluded: bool = False
+    out: str = option("runs/synth", "output folder (Market-1501 layout)")
+    ids: int = option(120, "identities in total, split ~50/50 into disjoint train/test")
+    seed: int = option(0, "random seed; the same seed gives byte-identical files")
+    cameras: int = option(6, "number of cameras, 2..9")
+    min_cameras: int = option(2, "fewest cameras an identity appears in")
+    images_per_camera: int = option(3, "images per identity per camera")
+    query_cameras: int = option(2, "query images per test identity, one per camera")
+    height: int = option(128, "image height in pixels (as Market crops)")
+    width: int = option(64, "image width in pixels")
+    distractors: int = option(60, "gallery distractor images, pid 0000")
+    junk: int = option(20, "gallery junk images, pid -1, ignored by evaluation")
+    occluded: bool = option(False, "Occluded-Duke-like: every query occluded, some gallery/train images too")
     occluded_gallery: float = 0.2
     occluded_train: float = 0.15
-    aerial: bool = False
-    palette_size: int = 10
-    ids_per_scheme: int = 2
-    camera_cast: float = 0.12
-    camera_light: float = 0.2
+    aerial: bool = option(False, "PRAI-like: every camera is a drone looking down at small people")
+    palette_size: int = option(10, "clothing colours in use (fewer = harder)")
+    ids_per_scheme: int = option(2, "identities sharing one clothing colour scheme (more = harder for colour)")
+    camera_cast: float = option(0.12, "strength of each camera's colour cast, 0..1")
+    camera_light: float = option(0.2, "spread of camera brightness/contrast, 0..<1")
     max_blur: float = 0.9
     max_noise: float = 8.0
     min_resolution: float = 0.45
-    occlusion_prob: float = 0.05
+    occlusion_prob: float = option(0.05, "fraction of all images with an occluder")
     colour_jitter: float = 6.0
-    jpeg_quality: int = 90
+    jpeg_quality: int = option(90, "JPEG quality 1..95")
 
     def validate(self) -> None:
         """Raise ValueError naming the field, its value and what is expected."""
@@ -349,41 +350,17 @@ def preview(root: str | Path, out_png: str | Path, rows: int = 8, cols: int = 8)
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``edgereid synth``; defaults come from SynthConfig."""
-    d = SynthConfig()
+    """Flags of ``edgereid synth``: the SynthConfig fields, and what to do with the set."""
+    add_options(parser, SynthConfig)
     a = parser.add_argument
-    a("--out", default=d.out, help=f"output folder (Market-1501 layout; default {d.out})")
-    a("--ids", type=int, default=d.ids, help=f"identities in total, split ~50/50 into disjoint train/test (default {d.ids})")
-    a("--seed", type=int, default=d.seed, help="random seed; the same seed gives byte-identical files (default 0)")
-    a("--cameras", type=int, default=d.cameras, help=f"number of cameras, 2..9 (default {d.cameras})")
-    a("--min-cameras", type=int, default=d.min_cameras, help=f"fewest cameras an identity appears in (default {d.min_cameras})")
-    a("--images-per-camera", type=int, default=d.images_per_camera, help=f"images per identity per camera (default {d.images_per_camera})")
-    a("--query-cameras", type=int, default=d.query_cameras, help=f"query images per test identity, one per camera (default {d.query_cameras})")
-    a("--height", type=int, default=d.height, help=f"image height in pixels (default {d.height}, as Market crops)")
-    a("--width", type=int, default=d.width, help=f"image width in pixels (default {d.width})")
-    a("--distractors", type=int, default=d.distractors, help=f"gallery distractor images, pid 0000 (default {d.distractors})")
-    a("--junk", type=int, default=d.junk, help=f"gallery junk images, pid -1, ignored by evaluation (default {d.junk})")
-    a("--occluded", action="store_true", help="Occluded-Duke-like: every query occluded, some gallery/train images too")
-    a("--aerial", action="store_true", help="PRAI-like: every camera is a drone looking down at small people")
-    a("--palette-size", type=int, default=d.palette_size, help=f"clothing colours in use (fewer = harder; default {d.palette_size})")
-    a("--ids-per-scheme", type=int, default=d.ids_per_scheme, help=f"identities sharing one clothing colour scheme (more = harder for colour; default {d.ids_per_scheme})")
-    a("--camera-cast", type=float, default=d.camera_cast, help=f"strength of each camera's colour cast, 0..1 (default {d.camera_cast})")
-    a("--camera-light", type=float, default=d.camera_light, help=f"spread of camera brightness/contrast, 0..<1 (default {d.camera_light})")
-    a("--occlusion-prob", type=float, default=d.occlusion_prob, help=f"fraction of all images with an occluder (default {d.occlusion_prob})")
-    a("--jpeg-quality", type=int, default=d.jpeg_quality, help=f"JPEG quality 1..95 (default {d.jpeg_quality})")
     a("--force", action="store_true", help="regenerate even when a complete set with the same config exists")
     a("--preview", default=None, metavar="PNG", help="also write a grid of samples (rows = identities, columns = cameras) to this PNG")
     a("--quiet", action="store_true", help="no progress bar")
 
 
-def config_from_args(args: argparse.Namespace) -> SynthConfig:
-    fields = {f.name for f in dataclasses.fields(SynthConfig)}
-    return SynthConfig(**{k: v for k, v in vars(args).items() if k in fields})
-
-
 def main_synth(args: argparse.Namespace) -> int:
     """``edgereid synth``: generate (or reuse) the set, optionally a preview; print where it wrote."""
-    cfg = config_from_args(args)
+    cfg = options_from_args(SynthConfig, args)
     try:
         cfg.validate()
     except ValueError as exc:

@@ -38,12 +38,16 @@ from edgereid.calibration.calib_set import (
     calibration_set_from_dataset,
     load_calibration_images,
 )
+from edgereid.data import list_datasets
 from edgereid.data.atomic import fsync_parent
+from edgereid.data.flags import comma_list, option
 from edgereid.runtime.bundle import BundleWriter
+from edgereid.runtime.tables import TARGETS
 
-from .onnx_export import DeployableReID, export_onnx
-from .parity import cosine_stats, parity_report
 from .targets import EXPORT_TARGETS, TargetBuild
+
+# torch comes in with onnx_export and parity, imported where they are used: `edgereid export --help`
+# builds its flags from ExportOptions without loading torch.
 
 
 @dataclass
@@ -58,27 +62,37 @@ class ExportOptions:
     max_map_drop: the accuracy budget of an int8 artefact, in mAP points (reported, and warned on).
     """
 
-    target: str = "onnx"
-    data: str | None = None
-    dataset: str = "market1501"
-    jetpack: int | None = None
-    calib_size: int = 256
-    calib_seed: int = 0
-    dynamic_batch: bool = True
+    target: str = option("onnx", lambda: "; ".join(f"{t.name}: {t.summary}" for t in TARGETS.values()),
+                         choices=lambda: list(TARGETS))
+    data: str | None = option(None, "data set root: train images calibrate int8, query/gallery measure accuracy "
+                                    "(omit: float artefacts only, parity on random inputs)")
+    dataset: str = option("market1501", lambda: f"data set layout: {', '.join(list_datasets())} (market1501 also "
+                                                "reads the synthetic set)")
+    jetpack: int | None = option(None, "jetson only: 5 adds LayerNorm-decomposed graphs for TensorRT 8.5",
+                                 choices=(5, 6))
+    calib_size: int = option(256, "calibration images drawn from the train split")
+    calib_seed: int = option(0, "seed of the stratified calibration draw")
+    dynamic_batch: bool = True  # the CLI's --static-batch N sets this and batch_size
     batch_size: int = 1
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 32
-    compute_capabilities: list[str] | None = None
-    output: str = "embedding"
-    store_bits: int = 8
+    min_batch: int = option(1, "TensorRT engines: smallest batch of the optimisation profile", metavar="N")
+    opt_batch: int = option(1, "TensorRT engines: the batch kernels are tuned for", metavar="N")
+    max_batch: int = option(32, "TensorRT engines: largest batch of the optimisation profile", metavar="N")
+    compute_capabilities: list[str] | None = option(
+        None, "rtx: GPU compute capabilities of the TensorRT-RTX engines, e.g. 8.6,8.9,12.0 (default: TensorRT-RTX's "
+              "portable set, 8.0 and newer; 7.5 = Turing cannot run fp32 GEMMs)", flag="--compute-capability",
+        type=comma_list, metavar="CC[,CC...]")
+    output: str = option("embedding", "graph output: float32 embedding, or int8 codes of a quantised embedding",
+                         choices=("embedding", "codes"))
+    store_bits: int = option(8, "gallery code width recorded for a float model (its scale is calibrated on train "
+                                "images)", choices=(32, 8, 4, 1))
     opset: int = 17
-    parity_images: int = 16
+    parity_images: int = option(16, "images for the PyTorch parity check")
     parity_tol: float = 1e-4
-    evaluate: bool = True
+    evaluate: bool = option(True, "skip the query/gallery accuracy measurement", flag="--no-eval")
     max_map_drop: float = 0.5
-    overwrite: bool = False
-    build_engine: bool = True
+    overwrite: bool = option(False, "replace an existing bundle folder once the new one is done")
+    build_engine: bool = option(True, "jetson: do not build engines even if TensorRT is here (rtx always builds them)",
+                                flag="--no-engine")
 
     def validate(self) -> None:
         if self.target not in EXPORT_TARGETS:
@@ -196,7 +210,7 @@ def export_bundle(ckpt, out: str | Path, opts: ExportOptions | None = None, data
 
 
 def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
-    from .onnx_export import input_spec
+    from .onnx_export import DeployableReID, export_onnx, input_spec
 
     batch = None if opts.dynamic_batch else opts.batch_size
     spec_in = input_spec(model, "dynamic" if opts.dynamic_batch else opts.batch_size)
@@ -317,6 +331,7 @@ def _parity(reference, px: np.ndarray, float_graphs: dict, int8_graphs: dict, ba
             opts: ExportOptions, graph_scale: float | None, codes: bool) -> dict[str, Any]:
     """Float graphs against PyTorch (``parity_report``), int8 graphs by cosine; with a dynamic batch at
     batch 1 and at ``len(px)`` (the worse of the two is recorded, with both batch sizes)."""
+    from .parity import cosine_stats, parity_report
     from .runners import onnxruntime_runner, openvino_runner
 
     batches = [batch] if batch else sorted({1, len(px)})

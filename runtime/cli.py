@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import traceback
@@ -59,64 +58,17 @@ class UsageError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
-
-
 def _add_bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    from .embedder import EmbedderConfig
+
     g = p.add_argument_group("model bundle")
     g.add_argument("--bundle", required=required, metavar="DIR",
                    help="bundle folder written by `edgereid export` (holds manifest.json); its files are "
                         "checked against their SHA-256 before use")
-    from .tables import BACKENDS
-
-    g.add_argument("--backend", choices=list(BACKENDS), default=None,
-                   help="run this backend's artifact (at the default artifact's precision if it has one); "
-                        "turns the automatic choice off")
-    g.add_argument("--precision", default=None, metavar="P",
-                   help="run the artifact of this precision, e.g. fp32, fp16, int8 (on the default artifact's "
-                        "backend if it has one); turns the automatic choice off")
-    g.add_argument("--artifact", default=None, metavar="NAME",
-                   help="run this artifact of the manifest by name (overrides --backend/--precision); turns the "
-                        "automatic choice off")
-    _add_choice_arg(g)
-    g.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
-                   help="images embedded per backend call (default 16); a fixed-batch graph uses its own size")
-    g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="backend intra-op threads (default: the backend's own choice)")
-    g.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                   help="refuse images with more pixels than this before decoding them (default 40000000)")
+    add_options(g, EmbedderConfig)
     g.add_argument("--ov-inference-precision", default=None, metavar="P",
                    help="OpenVINO only: INFERENCE_PRECISION_HINT (default f32 for fp32 artifacts; bf16/f16 "
                         "are faster but change embeddings by about 1e-2)")
-
-
-def _add_choice_arg(g) -> None:
-    from .artifact_choice import CHOICE_ENV, CHOICE_MODES
-
-    g.add_argument("--artifact-choice", choices=list(CHOICE_MODES), default=None,
-                   help="which artifact runs when none of --artifact/--backend/--precision is given: auto = the "
-                        "fastest on this device among those whose accuracy the bundle records as within "
-                        "tolerance, timed once (a few seconds) and cached in BUNDLE/runtime-cache/ (or "
-                        "~/.cache/edgereid when the bundle is read-only) per bundle, CPU and library versions; "
-                        "measure = time them again now and replace the cached decision; manifest = the "
-                        f"manifest's default artifact, nothing timed. Default: ${CHOICE_ENV}, else auto")
 
 
 def _add_gallery_args(p: argparse.ArgumentParser, required: bool = True, create: bool = True) -> None:
@@ -129,17 +81,12 @@ def _add_gallery_args(p: argparse.ArgumentParser, required: bool = True, create:
                             "(without this flag a missing gallery is an error)")
 
 
-def _add_match_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("matching")
-    g.add_argument("--threshold", type=_non_negative_float, default=None, metavar="D",
-                   help="open-set distance threshold: the nearest gallery entry matches when its distance "
-                        "(Euclidean, between normalised embeddings, 0..2) is <= D, else the image is "
-                        "'unknown'. Default: the manifest's open_set.threshold; with neither, no "
-                        "decision is made (decision null, identity = nearest)")
-    g.add_argument("--topk", type=_positive_int, default=5, metavar="K",
-                   help="how many nearest gallery results to list per image (default 5)")
-    g.add_argument("--per-identity", action="store_true",
-                   help="list each identity once (at its best entry's distance) instead of every entry")
+def _add_match_args(p: argparse.ArgumentParser, enrolment: bool = False) -> None:
+    from .matcher import MatchConfig
+
+    add_options(p.add_argument_group("matching"), MatchConfig, only=("threshold", "topk", "per_identity"))
+    if enrolment:
+        add_options(p.add_argument_group("open-set enrolment"), MatchConfig, only=("enroll_unknown", "unknown_prefix"))
 
 
 def _add_output_arg(p: argparse.ArgumentParser) -> None:
@@ -157,13 +104,7 @@ def _args_match(p: argparse.ArgumentParser) -> None:
                    help="image files or folders (searched recursively); '-' reads paths from stdin, one per line")
     _add_bundle_args(p)
     _add_gallery_args(p)
-    _add_match_args(p)
-    g = p.add_argument_group("open-set enrolment")
-    g.add_argument("--enroll-unknown", action="store_true",
-                   help="store each unknown image under a new identity (<prefix>000001, ...), so the same "
-                        "person seen again later matches it; needs a threshold")
-    g.add_argument("--unknown-prefix", default="unk-", metavar="TEXT",
-                   help="prefix of identities made by --enroll-unknown (default 'unk-')")
+    _add_match_args(p, enrolment=True)
     _add_output_arg(p)
 
 
@@ -285,16 +226,9 @@ class _Out:
 
 def _embedder(args: argparse.Namespace):
     from .embedder import Embedder, EmbedderConfig
-    from .preprocess import DEFAULT_MAX_PIXELS
 
-    options = {}
-    if getattr(args, "ov_inference_precision", None):
-        options["inference_precision"] = args.ov_inference_precision
-    cfg = EmbedderConfig(backend=args.backend, precision=args.precision, artifact=args.artifact,
-                         batch_size=args.batch_size, threads=args.threads,
-                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, backend_options=options,
-                         choice=args.artifact_choice)
-    embedder = Embedder(args.bundle, cfg)
+    options = {"inference_precision": args.ov_inference_precision} if args.ov_inference_precision else {}
+    embedder = Embedder(args.bundle, options_from_args(EmbedderConfig, args, backend_options=options))
     _note_choice(embedder.choice)
     return embedder
 
@@ -356,19 +290,19 @@ def _run_matching(args: argparse.Namespace, writable: bool, create: bool) -> int
     from .matcher import MatchConfig, Matcher, bundle_threshold
 
     embedder = _embedder(args)
-    threshold = args.threshold if args.threshold is not None else bundle_threshold(embedder.bundle)
-    if args.enroll_unknown and threshold is None:
+    cfg = options_from_args(MatchConfig, args)
+    if cfg.threshold is None:
+        cfg.threshold = bundle_threshold(embedder.bundle)
+    if cfg.enroll_unknown and cfg.threshold is None:
         raise UsageError("--enroll-unknown needs a threshold: pass --threshold (the bundle's manifest has no "
                          "open_set.threshold)")
-    if threshold is None:
+    if cfg.threshold is None:
         _note("no --threshold and no open_set.threshold in the manifest: results carry the nearest identity "
               "and decision null")
     store = _open_store(args.gallery, embedder.spec, "a" if writable else "r", create)
     out = _Out(args.output)
     try:
-        matcher = Matcher(embedder, store, MatchConfig(topk=args.topk, per_identity=args.per_identity,
-                                                       threshold=threshold, enroll_unknown=args.enroll_unknown,
-                                                       unknown_prefix=args.unknown_prefix))
+        matcher = Matcher(embedder, store, cfg)
         for m in matcher.match_images(_expand_sources(args.images)):
             out.write(m.to_dict())
     finally:
@@ -378,7 +312,7 @@ def _run_matching(args: argparse.Namespace, writable: bool, create: bool) -> int
         embedder.close()
     counts = matcher.counts
     _note(f"{counts['images']} images: {counts['match']} matched, {counts['unknown']} unknown"
-          + (f" ({counts['enrolled']} enrolled)" if args.enroll_unknown else "")
+          + (f" ({counts['enrolled']} enrolled)" if cfg.enroll_unknown else "")
           + (f", {counts['undecided']} without a decision (no threshold)" if counts["undecided"] else "")
           + f", {counts['errors']} errors; results written to {out.where}; gallery {args.gallery} "
             f"({n_store} entries)")
@@ -393,7 +327,6 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    args.enroll_unknown, args.unknown_prefix = False, "unk-"
     return _run_matching(args, writable=False, create=False)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edgereid.data.flags import non_negative_float, option, positive_int
 
 from .bundle import Bundle
 from .codec import CodecSpec, code_distance_to_float
@@ -46,11 +47,16 @@ __all__ = ["Match", "MatchConfig", "Matcher", "bundle_threshold", "enroll_images
 class MatchConfig:
     """How to match. Defaults: 5 nearest entries, the bundle's threshold, nothing enrolled."""
 
-    topk: int = 5  # nearest gallery results listed per image
-    per_identity: bool = False  # list each identity once, at its best entry
-    threshold: float | None = None  # open-set distance threshold (0..2); None: the manifest's open_set.threshold
-    enroll_unknown: bool = False  # store each unknown person under a new identity (needs a threshold)
-    unknown_prefix: str = "unk-"  # prefix of the identities enroll_unknown makes
+    threshold: float | None = option(
+        None, "open-set distance threshold: the nearest gallery entry matches when its distance (Euclidean, between "
+              "normalised embeddings, 0..2) is <= D, else the image is 'unknown'. Default: the manifest's "
+              "open_set.threshold; with neither, no decision is made (decision null, identity = nearest)",
+        type=non_negative_float, metavar="D")
+    topk: int = option(5, "how many nearest gallery results to list per image", type=positive_int, metavar="K")
+    per_identity: bool = option(False, "list each identity once (at its best entry's distance) instead of every entry")
+    enroll_unknown: bool = option(False, "store each unknown image under a new identity (<prefix>000001, ...), so the "
+                                         "same person seen again later matches it; needs a threshold")
+    unknown_prefix: str = option("unk-", "prefix of identities made by --enroll-unknown", metavar="TEXT")
 
     def validate(self) -> None:
         if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:

@@ -9,8 +9,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from edgereid.data.flags import add_options, options_from_args
+
 from ..cli_common import add_data_arguments, add_model_arguments, add_training_arguments
-from .methods import METHODS
+from .methods import METHODS, CompressConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,21 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_arguments(p)
     add_model_arguments(p)
     add_training_arguments(p)
-    g = p.add_argument_group("compression")
-    g.add_argument("--method", required=True, choices=list(METHODS),
-                   help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
-    g.add_argument("--dim", type=int, required=True, help="compressed embedding size K")
-    g.add_argument("--bits", type=int, default=32, choices=[32, 8, 4, 1],
-                   help="embedding code width: 32 = float; 8/4 = integer codes; 1 = sign bits (default 32)")
-    g.add_argument("--qat", action="store_true", help="quantisation-aware training (else --bits < 32 is post-training)")
-    g.add_argument("--scale-mode", default="calibrated", choices=["calibrated", "learned"],
-                   help="QAT scale: calibrated running percentile (frozen late) or learned (LSQ)")
-    g.add_argument("--init-from", default=None,
-                   help="dense checkpoint to start from (required for prune; slice/lowrank then fine-tune)")
-    g.add_argument("--base-epochs", type=int, default=None,
-                   help="prune: the original epochs each stage takes --stage-fraction of (default: the dense run's)")
-    g.add_argument("--stage-fraction", type=float, default=0.2,
-                   help="prune: retraining per stage as a fraction of the original epochs (default 0.2)")
+    add_options(p.add_argument_group("compression"), CompressConfig, required=("method", "dim"))
     p.add_argument("--out", required=True, help="run folder: the final checkpoint, compress.json, training logs")
     p.set_defaults(func=cmd_compress)
 
@@ -78,11 +66,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from edgereid.data import build_dataset
 
     from ..cli_common import train_config_from_args
-    from .methods import CompressConfig, compress
+    from .methods import compress
 
-    cfg = CompressConfig(method=args.method, dim=args.dim, bits=args.bits, qat=args.qat, init_from=args.init_from,
-                         scale_mode=args.scale_mode, base_epochs=args.base_epochs, stage_fraction=args.stage_fraction,
-                         model=args.model, img_size=tuple(args.img), pretrained=args.pretrained)
+    cfg = options_from_args(CompressConfig, args, model=args.model, img_size=tuple(args.img), pretrained=args.pretrained)
     cfg.validate()  # fail on bad flags before loading any data
     if args.init_from and not (Path(args.init_from) / "config.json").is_file():
         raise FileNotFoundError(f"--init-from {args.init_from}: not a checkpoint folder (no config.json)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgereid.data.atomic import write_json_atomic
+from edgereid.data.flags import option
 
 from ..config import BackboneConfig, EmbeddingConfig, ModelConfig
 from .sizes import bytes_per_embedding, compression_ratio, prune_walk
@@ -40,14 +41,19 @@ class CompressConfig:
         dense checkpoint's own training epochs).
     """
 
-    method: str = "slice"
-    dim: int = 32
-    bits: int = 32
-    qat: bool = False
-    init_from: str | None = None
-    scale_mode: str = "calibrated"
-    base_epochs: int | None = None
-    stage_fraction: float = 0.2
+    method: str = option("slice", lambda: "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()),
+                         choices=lambda: list(METHODS))
+    dim: int = option(32, "compressed embedding size K")
+    bits: int = option(32, "embedding code width: 32 = float; 8/4 = integer codes; 1 = sign bits",
+                       choices=(32, 8, 4, 1))
+    qat: bool = option(False, "quantisation-aware training (else --bits < 32 is post-training)")
+    init_from: str | None = option(None, "dense checkpoint to start from (required for prune; slice/lowrank then "
+                                         "fine-tune)")
+    scale_mode: str = option("calibrated", "QAT scale: calibrated running percentile (frozen late) or learned (LSQ)",
+                             choices=("calibrated", "learned"))
+    base_epochs: int | None = option(None, "prune: the original epochs each stage takes --stage-fraction of "
+                                           "(default: the dense run's)")
+    stage_fraction: float = option(0.2, "prune: retraining per stage as a fraction of the original epochs")
     model: str = "vit_tiny"
     img_size: tuple[int, int] = (256, 128)
     pretrained: str | None = None

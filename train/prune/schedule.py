@@ -22,64 +22,19 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import save_checkpoint, write_json_atomic
 from ..engine import DistillConfig, TrainConfig, fit, resolve_device
 from ..evaluate import evaluate_model
-from .modes import MODES, STAGES, TOKEN_FORMS
+from .config import PruneConfig
+from .modes import STAGES
 from .statistics import gather_statistics
 from .token_drop_plan import tokens_kept
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PruneConfig:
-    """What to prune and how long to fine-tune (defaults: the seed's token recipe).
-
-    mode: heads | tokens-kv | tokens-drop | heads+tokens.
-    rate: fraction pruned: of all heads (heads), of all layer x patch key positions (kv), of the
-        patch tokens at each drop layer (drop). ``token_rate`` is the token stage's rate in
-        ``heads+tokens`` (default: ``rate``), ``token_form`` its form (kv as in the seed, or drop).
-    stats_batches: cap on the gathering pass's batches (None = the whole training split).
-    final_step_epochs: epochs of the final stage at which the lr is multiplied by 0.1
-        (None = once, at 70 % of the final stage).
-    """
-
-    mode: str = "tokens-kv"
-    rate: float = 0.4
-    token_rate: float | None = None
-    token_form: str = "kv"
-    iterations: int = 1
-    finetune_epochs: int = 0
-    final_epochs: int = 10
-    drop_layers: list[int] | None = None
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
-    final_step_epochs: list[int] | None = None
-    stats_batches: int | None = None
-    eval_rounds: bool = True
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"prune mode {self.mode!r}: expected one of {', '.join(MODES)}")
-        if self.token_form not in TOKEN_FORMS:
-            raise ValueError(f"token form {self.token_form!r}: expected {' or '.join(TOKEN_FORMS)}")
-        for name in ("rate", "token_rate"):
-            v = getattr(self, name)
-            if v is not None and not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {v}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-        if self.finetune_epochs < 0 or self.final_epochs < 0:
-            raise ValueError("finetune_epochs and final_epochs must be >= 0")
-
-    def stages(self) -> list[tuple[str, float]]:
-        """(stage kind, rate) in order; kinds are the ``modes.STAGES`` (heads, kv, drop)."""
-        return MODES[self.mode].stages(self)
 
 
 def round_train_config(base: TrainConfig, pcfg: PruneConfig, epochs: int, final: bool) -> TrainConfig:
