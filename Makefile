@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgereid-installed
-# numpy's OpenBLAS is pinned to AVX2 kernels by this variable on some machines (TOOLCHAIN.md).
+# numpy's OpenBLAS is pinned to AVX2 kernels by this variable on some machines: never pass it on.
 unexport OPENBLAS_CORETYPE
 export PYTHONUNBUFFERED := 1
 
@@ -75,7 +75,7 @@ help:
 	@echo "make demo    - the whole pipeline on the synthetic default (WORK=$(WORK))"
 	@echo "make test    - the test suite"
 	@echo "make setup   - create $(VENV) with edgereid[all,dev,tensorrt-rtx]"
-	@echo "make lint    - ruff"
+	@echo "make lint    - ruff + the layering contract (tests/test_architecture.py)"
 	@echo "make bench   - performance suites; rewrites BENCHMARKS.md"
 	@echo "steps: synth train compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx|rtx"
 
@@ -99,8 +99,10 @@ qemu-user:
 test: $(STAMP) qemu-user
 	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
+# ruff, and the layering contract (docs/architecture.md): tests/test_architecture.py reads every import
 lint: $(STAMP)
 	$(BIN)/ruff check edgereid data runtime train export calibration tests bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 # ---- the pipeline ----------------------------------------------------------------------------
 $(DATA)/.complete: | $(STAMP)

@@ -6,7 +6,7 @@ TensorRT consumes QuantizeLinear/DequantizeLinear pairs as explicit int8 only wi
 weights) on the MatMul/Gemm/Conv inputs only (the ops TensorRT runs in int8; quantising Add or
 Softmax just inserts conversions). :func:`check_symmetric_qdq` verifies the written file.
 
-On a CPU, onnxruntime runs this graph about as fast as float at batch 1 (TOOLCHAIN.md): it is the
+On a CPU, onnxruntime runs this graph about as fast as float at batch 1 (measured here): it is the
 portable int8 artefact for TensorRT, not the fast CPU path (that is the OpenVINO int8 IR).
 """
 

@@ -2,7 +2,7 @@
 
 Float graphs must match within ``tol`` (1e-4 max abs difference) in onnxruntime and in OpenVINO
 compiled with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO picks bf16 by default on AVX-512-BF16 CPUs,
-which drifts by ~3e-2: TOOLCHAIN.md). Quantised outputs (integer codes, or their dequantised floats)
+which drifts by ~3e-2). Quantised outputs (integer codes, or their dequantised floats)
 are compared in quantisation levels: a float difference of 1e-6 can flip a value sitting on a
 rounding boundary by one level, so the test is "at most one level apart, on at most 1 % of the
 coordinates" and the numbers go into the manifest.

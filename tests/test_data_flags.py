@@ -66,7 +66,6 @@ def test_a_field_whose_type_cannot_be_parsed_must_say_how():
 
 
 def test_every_command_offers_the_option_fields_of_its_configs():
-    from edgereid.cli import build_parser
     from edgereid.data.synth import SynthConfig
     from edgereid.export.bundle import ExportOptions
     from edgereid.runtime.bench import BenchConfig
@@ -77,6 +76,8 @@ def test_every_command_offers_the_option_fields_of_its_configs():
     from edgereid.train.compress.methods import CompressConfig
     from edgereid.train.config import DistillConfig, TrainConfig
     from edgereid.train.prune.config import PruneConfig
+
+    from edgereid.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
     runtime = build_parsers()

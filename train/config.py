@@ -95,7 +95,7 @@ class BackboneConfig:
 
 @dataclass
 class EmbeddingConfig:
-    """The deployable embedding: compression head + optional quantisation (ALGORITHMS.md section 2).
+    """The deployable embedding: compression head + optional quantisation (``train/compress``).
 
     kind: ``full`` (the cls token), ``slice`` (its first ``dim`` coordinates), ``lowrank``
         (e = A^T f with A learnable, f_hat = B e feeds the neck), ``select`` (the coordinates listed in

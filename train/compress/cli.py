@@ -17,7 +17,7 @@ from .methods import METHODS, CompressConfig
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="train one compressed-embedding model (slice, low-rank, dim pruning; int8 QAT/PTQ)",
-                       description="Train one compressed-embedding ReID model (ALGORITHMS.md section 2) and evaluate "
+                       description="Train one compressed-embedding ReID model (arXiv 2405.14730) and evaluate "
                                    "it through the int8/4-bit/1-bit codec. slice/lowrank train from scratch, or "
                                    "fine-tune from --init-from; prune needs --init-from (a dense checkpoint).")
     add_data_arguments(p)

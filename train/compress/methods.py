@@ -1,6 +1,6 @@
 """Train one compressed-embedding model (what ``edgereid compress`` runs).
 
-Methods (ALGORITHMS.md section 2):
+Methods (arXiv 2405.14730), one entry each of ``METHODS``:
 - ``slice`` / ``lowrank``: from scratch (the paper: the head is in place from initialisation), or,
   with ``init_from``, fine-tuned from a dense checkpoint (the head starts as the slice of the dense
   model, BNNeck rows and classifier columns carried over).

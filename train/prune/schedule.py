@@ -1,4 +1,4 @@
-"""The iterative prune + fine-tune schedule (ALGORITHMS.md section 3).
+"""The iterative prune + fine-tune schedule (seed 003).
 
 Per stage: ``iterations`` rounds of {gathering pass (heads, kv) ; prune ; ``finetune_epochs``
 epochs}, then, after the last stage, ``final_epochs`` epochs with a x0.1 step decay. Every
