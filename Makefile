@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgereid-installed
-# numpy's OpenBLAS is pinned to AVX2 kernels by this variable on some machines (TOOLCHAIN.md).
+# numpy's OpenBLAS is pinned to AVX2 kernels by this variable on some machines: never pass it on.
 unexport OPENBLAS_CORETYPE
 export PYTHONUNBUFFERED := 1
 
@@ -76,7 +76,7 @@ help:
 	@echo "make test    - the test suite"
 	@echo "make test-aarch64 - the runtime's tests on emulated Jetson CPUs (qemu-user; installs what it needs)"
 	@echo "make setup   - create $(VENV) with edgereid[all,dev,tensorrt-rtx]"
-	@echo "make lint    - ruff"
+	@echo "make lint    - ruff + the layering contract (tests/test_architecture.py)"
 	@echo "make bench   - performance suites; rewrites BENCHMARKS.md"
 	@echo "steps: synth train compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx|rtx"
 
@@ -107,8 +107,10 @@ AARCH64_ARGS ?=
 test-aarch64:
 	$(PYTHON) tools/test_aarch64.py $(AARCH64_ARGS)
 
+# ruff, and the layering contract (docs/architecture.md): tests/test_architecture.py reads every import
 lint: $(STAMP)
-	$(BIN)/ruff check edgereid runtime train export calibration tests bench tools
+	$(BIN)/ruff check edgereid data runtime train export calibration tests bench tools
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 # ---- the pipeline ----------------------------------------------------------------------------
 $(DATA)/.complete: | $(STAMP)

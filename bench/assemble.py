@@ -13,6 +13,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from edgereid.data.atomic import write_text_atomic
+
 # Section files in reading order; any other .md in the folder follows, alphabetically.
 ORDER = ["baseline.md", "compression.md", "pruning.md", "model_latency.md", "tensorrt.md", "search.md", "store.md",
          "demo.md", "pareto.md"]
@@ -62,7 +64,7 @@ def main() -> int:
         # Section images are referenced relative to benchmarks/ (``](x.png)`` or ``](./x.png)``).
         text = _IMAGE_LINK.sub(lambda m: f"]({folder.as_posix()}/{m.group(1)})", text)
         body += [text, ""]
-    Path(args.out).write_text("\n".join(head + body))
+    write_text_atomic(args.out, "\n".join(head + body))
     print(f"wrote {args.out} from {len(files)} sections in {folder}/")
     return 0
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from edgereid.data.atomic import write_json_atomic, write_text_atomic
 
 
 def load_average() -> list[float]:
@@ -22,9 +23,6 @@ def write_report(report: dict[str, Any], out_json: str | Path, out_md: str | Pat
                  markdown: Callable[[dict[str, Any], str], str], script: str, argv: list[str] | None) -> None:
     """Write ``report`` as JSON and as Markdown (which names the exact command that produced it)."""
     command = f"python {script} " + " ".join(sys.argv[1:] if argv is None else argv)
-    out_json, out_md = Path(out_json), Path(out_md)
-    for path in (out_json, out_md):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(report, indent=2))
-    out_md.write_text(markdown(report, command.strip()))
+    write_json_atomic(out_json, report)
+    write_text_atomic(out_md, markdown(report, command.strip()))
     print(f"wrote {out_json} and {out_md}")

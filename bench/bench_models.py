@@ -23,13 +23,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.atomic import write_json_atomic, write_text_atomic
+from edgereid.runtime.timing import latency_stats, time_calls
 
 
 def _parse_model(text: str) -> tuple[str, str]:
@@ -135,14 +135,7 @@ def time_one(args: argparse.Namespace) -> int:
     model_dir, key, ckpt = args.time_one
     run = make_runner(key, Path(model_dir), ckpt, args.threads)
     x = np.load(Path(model_dir) / "bench_input.npy")
-    for _ in range(args.warmup):
-        run(x)
-    times = []
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        run(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps(times))
+    print(json.dumps(time_calls(lambda _i: run(x), args.runs, args.warmup)[0]))  # seconds per call
     return 0
 
 
@@ -164,13 +157,8 @@ def time_runners(jobs: list[tuple[str, str, Path, str]], runs: int, rounds: int,
                 raise RuntimeError(f"timing {name}/{key} failed:\n{proc.stderr[-2000:]}")
             times[(name, key)] += json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"[bench] round {r + 1}/{rounds} {name}/{key}: median "
-                  f"{statistics.median(times[(name, key)]):.2f} ms", file=sys.stderr, flush=True)
-    out = {}
-    for k, ts in times.items():
-        ts = sorted(ts)
-        out[k] = {"median_ms": statistics.median(ts), "p90_ms": ts[int(0.9 * (len(ts) - 1))],
-                  "mean_ms": statistics.fmean(ts), "calls": len(ts)}
-    return out
+                  f"{latency_stats(times[(name, key)])['median_ms']:.2f} ms", file=sys.stderr, flush=True)
+    return {k: {n: latency_stats(ts)[n] for n in ("median_ms", "p90_ms", "mean_ms", "calls")} for k, ts in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error("--model and --data are required")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from edgereid.calibration.calib_set import load_calibration_images
+    from edgereid.data import build_dataset
     from edgereid.export.accuracy import evaluate_runners
-    from edgereid.train.data import build_dataset
 
     dataset = build_dataset(args.dataset, args.data)
     work = Path(args.work)
@@ -223,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["mAP_delta_points_vs_reference"] = 100 * (a["mAP"] - ref_map)
         rows.append(row)
     results["rows"] = rows
-    Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out_json).write_text(json.dumps(results, indent=2) + "\n")
-    Path(args.out_md).write_text(markdown(results, argv if argv is not None else sys.argv[1:]))
+    write_json_atomic(args.out_json, results)
+    write_text_atomic(args.out_md, markdown(results, argv if argv is not None else sys.argv[1:]))
     print(f"wrote {args.out_md} and {args.out_json}")
     return 0
 

@@ -16,7 +16,8 @@ writes it to a file and memory-maps it like the gallery store does, then times:
   query by query (and batch by batch) in a random order, so a load swing on a shared machine, and
   the cache eviction by whoever ran before, hit all of them alike.
 
-Run without ``OPENBLAS_CORETYPE`` (``make bench`` unexports it; see TOOLCHAIN.md). The machine may be
+Run without ``OPENBLAS_CORETYPE`` (``make bench`` unexports it: set, it pins numpy's OpenBLAS to
+its AVX2 kernels on some machines). The machine may be
 shared: the report records the load average before and after.
 
 Usage: python bench/bench_search.py [--quick] [--sizes 100000,1000000] [--dims 32,64,192]

@@ -14,7 +14,6 @@ Usage: python bench/bench_tensorrt.py [--size vit_tiny] [--img 128x64] [--varian
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from edgereid.data.atomic import write_json_atomic, write_text_atomic
 from tqdm import tqdm
 
 
@@ -132,9 +132,8 @@ def main(argv=None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="bench-trt-") as tmp:
             res = measure(args, Path(tmp))
-    for path, text in ((args.out_json, json.dumps(res, indent=2) + "\n"), (args.out_md, markdown(res, command.strip()))):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
+    write_json_atomic(args.out_json, res)
+    write_text_atomic(args.out_md, markdown(res, command.strip()))
     print(f"wrote {args.out_json} and {args.out_md}")
     return 0
 

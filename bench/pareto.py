@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgereid.data.atomic import write_text_atomic
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                          "the inputs hold no rows with mAP")
     plot(lat_pts, byte_pts, Path(args.out_png))
     command = "python bench/pareto.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    Path(args.out_md).write_text(markdown(lat_pts, byte_pts, args, command.strip()), encoding="utf-8")
+    write_text_atomic(args.out_md, markdown(lat_pts, byte_pts, args, command.strip()))
     print(f"wrote {args.out_png} and {args.out_md}")
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.atomic import write_text_atomic
+from edgereid.data.naming import list_images, parse_market_name
 
 Record = tuple[str, int, int]  # (image_path, pid, camid)
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Sub-folders that hold query/gallery images in the supported layouts: never calibration material.
 EVALUATION_FOLDERS = frozenset({"query", "gallery", "bounding_box_test", "test", "query_images", "gallery_images"})
 
@@ -59,10 +58,7 @@ class CalibrationSet:
         return hashlib.sha256(self.list_text().encode("utf-8")).hexdigest()
 
     def write_list(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.list_text(), encoding="utf-8")
-        return path
+        return write_text_atomic(path, self.list_text())
 
     def summary(self) -> dict[str, Any]:
         return {"images": len(self.records), "requested": self.requested, "source": self.source, "seed": self.seed,
@@ -126,20 +122,20 @@ def scan_train_folder(folder: str | Path) -> list[Record]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: calibration image folder not found")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = list_images(folder, recursive=True)
     held_out = sorted({part for p in paths for part in p.relative_to(folder).parts[:-1]
                        if part.lower() in EVALUATION_FOLDERS})
     if held_out:
         raise ValueError(f"{folder}: contains evaluation folders {held_out}; calibration must use train images only: "
                          "pass the train folder (e.g. bounding_box_train) instead")
     if not paths:
-        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise FileNotFoundError(f"{folder}: no images found")
     folders: dict[str, int] = {}
     records: list[Record] = []
     for p in paths:
-        m = _MARKET_NAME.match(p.name)
-        if m:
-            pid, cam = int(m.group(1)), int(m.group(2)) - 1
+        parsed = parse_market_name(p)
+        if parsed:
+            pid, cam = parsed
             if pid < 0:
                 continue  # junk
         else:
@@ -174,6 +170,20 @@ def read_image_list(path: str | Path) -> list[Record]:
     if not records:
         raise ValueError(f"{path}: the image list is empty")
     return records
+
+
+def calibration_batches(images: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """Calibration images (N, 3, H, W) as contiguous float32 batches of ``batch`` (1 when None), the
+    last partial batch left out (a fixed-batch graph takes whole batches only)."""
+    if images.ndim != 4:
+        raise ValueError(f"calibration images must be (N, 3, H, W), got shape {images.shape}")
+    if len(images) == 0:
+        raise ValueError("no calibration images")
+    b = batch or 1
+    usable = (len(images) // b) * b
+    if usable == 0:
+        raise ValueError(f"{len(images)} calibration images are fewer than the graph's fixed batch {b}")
+    return [np.ascontiguousarray(images[i:i + b], np.float32) for i in range(0, usable, b)]
 
 
 def load_calibration_images(paths: Sequence[str], input_spec: dict[str, Any]) -> np.ndarray:

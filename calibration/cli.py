@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from edgereid.data.atomic import write_json_atomic
+
 METHODS = ("qdq", "openvino", "scale")
 
 
@@ -79,7 +81,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         xml, _ = quantize_openvino_int8(onnx_path, images, out / "openvino-int8" / "model.xml", batch=batch)
         report["outputs"]["openvino_int8"] = str(xml)
     summary = out / "calibration.json"
-    summary.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(summary, report)
     print(json.dumps(report.get("embedding_scale", {}), indent=2))
     for name, path in report["outputs"].items():
         print(f"wrote {name}: {path}")

@@ -17,9 +17,9 @@ from edgereid.runtime.codec import calibrate_scale
 
 def embeddings_from_onnx(onnx_path: str | Path, images: np.ndarray, batch: int | None = None) -> np.ndarray:
     """Float embeddings of ``images`` through onnxruntime (``batch`` = the graph's fixed batch)."""
-    import onnxruntime as ort
+    from edgereid.runtime.backends.onnxruntime_backend import onnxruntime_session
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = onnxruntime_session(onnx_path)
     inp = sess.get_inputs()[0]
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
     b = batch or fixed or len(images)

@@ -2,7 +2,7 @@
 
 ``model_type=nncf.ModelType.TRANSFORMER`` matters: it keeps LayerNorm/Softmax/GELU paths in float
 and quantises the MatMuls; without it the embedding cosine to float falls to about 0.89 on a ViT
-(TOOLCHAIN.md), with it about 0.998. Weights are saved uncompressed (int8 weights stay int8; the
+(measured on this project's ViT-Tiny), with it about 0.998. Weights are saved uncompressed (int8 weights stay int8; the
 float parts stay f32, not fp16).
 """
 
@@ -12,17 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _batches(images: np.ndarray, batch: int | None) -> list[np.ndarray]:
-    if images.ndim != 4:
-        raise ValueError(f"calibration images must be (N, 3, H, W), got shape {images.shape}")
-    if len(images) == 0:
-        raise ValueError("no calibration images")
-    b = batch or 1
-    usable = (len(images) // b) * b
-    if usable == 0:
-        raise ValueError(f"{len(images)} calibration images are fewer than the graph's fixed batch {b}")
-    return [np.ascontiguousarray(images[i:i + b], np.float32) for i in range(0, usable, b)]
+from .calib_set import calibration_batches
 
 
 def quantize_openvino_int8(model_path: str | Path, images: np.ndarray, out_xml: str | Path, *,
@@ -39,7 +29,7 @@ def quantize_openvino_int8(model_path: str | Path, images: np.ndarray, out_xml: 
         raise FileNotFoundError(f"{model_path}: model to quantise not found")
     core = ov.Core()
     model = core.read_model(str(model_path))
-    items = _batches(images, batch)
+    items = calibration_batches(images, batch)
     quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(items), fast_bias_correction=fast_bias_correction)
     out_xml.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ TensorRT consumes QuantizeLinear/DequantizeLinear pairs as explicit int8 only wi
 weights) on the MatMul/Gemm/Conv inputs only (the ops TensorRT runs in int8; quantising Add or
 Softmax just inserts conversions). :func:`check_symmetric_qdq` verifies the written file.
 
-On a CPU, onnxruntime runs this graph about as fast as float at batch 1 (TOOLCHAIN.md): it is the
+On a CPU, onnxruntime runs this graph about as fast as float at batch 1 (measured here): it is the
 portable int8 artefact for TensorRT, not the fast CPU path (that is the OpenVINO int8 IR).
 """
 
@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.atomic import atomic_path
+
+from .calib_set import calibration_batches
 
 DEFAULT_OPS = ("MatMul", "Gemm", "Conv")
 
@@ -53,37 +56,29 @@ def quantize_onnx_qdq(src: str | Path, dst: str | Path, images: np.ndarray, *, b
     proto = onnx.load(str(src), load_external_data=False)
     initializers = {t.name for t in proto.graph.initializer}
     input_name = next(i.name for i in proto.graph.input if i.name not in initializers)
-    from .nncf_openvino import _batches
-
-    reader = _Reader(input_name, _batches(images, batch))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    root_logger = logging.getLogger()
-    level = root_logger.level
-    root_logger.setLevel(logging.ERROR)  # onnxruntime logs a generic "consider pre-processing" warning
-    try:
-        quantize_static(
-            str(src), str(tmp), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
-            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                           "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
-        )
-    finally:
-        root_logger.setLevel(level)
-    # keep the edgereid metadata (input spec) the float graph carried
-    q = onnx.load(str(tmp))
-    have = {p.key for p in q.metadata_props}
-    for p in proto.metadata_props:
-        if p.key not in have:
-            q.metadata_props.add(key=p.key, value=p.value)
-    onnx.save(q, str(tmp))
-    try:
+    reader = _Reader(input_name, calibration_batches(images, batch))
+    with atomic_path(dst) as tmp:  # a graph that fails the symmetric check is never published
+        root_logger = logging.getLogger()
+        level = root_logger.level
+        root_logger.setLevel(logging.ERROR)  # onnxruntime logs a generic "consider pre-processing" warning
+        try:
+            quantize_static(
+                str(src), str(tmp), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
+                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                               "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+            )
+        finally:
+            root_logger.setLevel(level)
+        # keep the edgereid metadata (input spec) the float graph carried
+        q = onnx.load(str(tmp))
+        have = {p.key for p in q.metadata_props}
+        for p in proto.metadata_props:
+            if p.key not in have:
+                q.metadata_props.add(key=p.key, value=p.value)
+        onnx.save(q, str(tmp))
         report = check_symmetric_qdq(tmp)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(dst)
     return {**report, "method": method, "op_types": list(op_types)}
 
 

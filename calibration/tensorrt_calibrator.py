@@ -15,6 +15,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from edgereid.data.atomic import write_bytes_atomic
 
 
 def model_sha256(path: str | Path) -> str:
@@ -80,10 +81,7 @@ class CalibrationCache:
         return self.path.read_bytes() if self.path.is_file() else None
 
     def write(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_bytes(bytes(data))
-        tmp.replace(self.path)
+        write_bytes_atomic(self.path, bytes(data))
 
 
 def make_tensorrt_calibrator(onnx_path: str | Path, images: np.ndarray, batch_size: int, cache_dir: str | Path,

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgereid.data.logs import show_logs
+
+    show_logs()  # the stages' progress lines on stderr: "[export] model.onnx: ..."
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgereid.data.atomic import write_json_atomic, write_text_atomic
+
 DEFAULT_MODELS = "dense,compressed,pruned"
 LABELS = {"dense": "dense", "compressed": "compressed embedding", "pruned": "pruned + compressed"}
 
@@ -39,6 +41,10 @@ def _read(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _median_ms(stats: dict[str, Any]) -> float:
+    return stats["median_ms"] if "median_ms" in stats else stats["p50_ms"]  # p50_ms: bench.json of older versions
 
 
 def collect(work: Path, name: str) -> dict[str, Any]:
@@ -66,7 +72,7 @@ def collect(work: Path, name: str) -> dict[str, Any]:
     for bench in sorted((work / f"runtime-{name}").glob("bench-*/bench.json")):
         data = _read(bench)
         if data and "embed_b1" in data.get("results", {}):
-            latency[bench.parent.name.removeprefix("bench-")] = data["results"]["embed_b1"]["p50_ms"]
+            latency[bench.parent.name.removeprefix("bench-")] = _median_ms(data["results"]["embed_b1"])
     row["latency_b1_ms"] = latency
     return row
 
@@ -106,8 +112,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     baseline = _read(Path(args.baseline)) if args.baseline else None
     md = to_markdown(rows, baseline)
     out = Path(args.out) if args.out else work / "report.md"
-    out.write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "baseline": baseline}, indent=2) + "\n")
+    write_text_atomic(out, md)
+    write_json_atomic(out.with_suffix(".json"), {"rows": rows, "baseline": baseline})
     print(md)
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0

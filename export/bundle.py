@@ -1,6 +1,6 @@
 """Assemble a deployment bundle (docs/bundle-format.md) for one target from a checkpoint.
 
-Targets:
+Targets (one entry each in ``export.targets``, what they add after the common steps):
 - ``onnx``: float ONNX (``model.onnx``) + symmetric Q/DQ int8 ONNX (``model.int8.qdq.onnx``).
 - ``cpu``: the same ONNX + OpenVINO IR f32 (``openvino/``) + NNCF int8 IR (``openvino-int8/``).
 - ``jetson``: the ONNX graphs ready for TensorRT (+ ``*.jp5.onnx`` LayerNorm-decomposed copies
@@ -26,8 +26,8 @@ the end, so a failed export never leaves a half bundle or destroys an existing o
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,16 @@ from edgereid.calibration.calib_set import (
     calibration_set_from_dataset,
     load_calibration_images,
 )
-from edgereid.runtime.bundle import KNOWN_TARGETS, BundleWriter
+from edgereid.data import list_datasets
+from edgereid.data.atomic import fsync_parent
+from edgereid.data.flags import comma_list, option
+from edgereid.runtime.bundle import BundleWriter
+from edgereid.runtime.tables import TARGETS
 
-from .onnx_export import DeployableReID, export_onnx
-from .parity import cosine_stats, parity_report
+from .targets import EXPORT_TARGETS, TargetBuild
 
-TARGETS = KNOWN_TARGETS  # onnx, cpu, jetson, rtx: one table, shared with the runtime's manifest reader
+# torch comes in with onnx_export and parity, imported where they are used: `edgereid export --help`
+# builds its flags from ExportOptions without loading torch.
 
 
 @dataclass
@@ -58,31 +62,41 @@ class ExportOptions:
     max_map_drop: the accuracy budget of an int8 artefact, in mAP points (reported, and warned on).
     """
 
-    target: str = "onnx"
-    data: str | None = None
-    dataset: str = "market1501"
-    jetpack: int | None = None
-    calib_size: int = 256
-    calib_seed: int = 0
-    dynamic_batch: bool = True
+    target: str = option("onnx", lambda: "; ".join(f"{t.name}: {t.summary}" for t in TARGETS.values()),
+                         choices=lambda: list(TARGETS))
+    data: str | None = option(None, "data set root: train images calibrate int8, query/gallery measure accuracy "
+                                    "(omit: float artefacts only, parity on random inputs)")
+    dataset: str = option("market1501", lambda: f"data set layout: {', '.join(list_datasets())} (market1501 also "
+                                                "reads the synthetic set)")
+    jetpack: int | None = option(None, "jetson only: 5 adds LayerNorm-decomposed graphs for TensorRT 8.5",
+                                 choices=(5, 6))
+    calib_size: int = option(256, "calibration images drawn from the train split")
+    calib_seed: int = option(0, "seed of the stratified calibration draw")
+    dynamic_batch: bool = True  # the CLI's --static-batch N sets this and batch_size
     batch_size: int = 1
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 32
-    compute_capabilities: list[str] | None = None
-    output: str = "embedding"
-    store_bits: int = 8
+    min_batch: int = option(1, "TensorRT engines: smallest batch of the optimisation profile", metavar="N")
+    opt_batch: int = option(1, "TensorRT engines: the batch kernels are tuned for", metavar="N")
+    max_batch: int = option(32, "TensorRT engines: largest batch of the optimisation profile", metavar="N")
+    compute_capabilities: list[str] | None = option(
+        None, "rtx: GPU compute capabilities of the TensorRT-RTX engines, e.g. 8.6,8.9,12.0 (default: TensorRT-RTX's "
+              "portable set, 8.0 and newer; 7.5 = Turing cannot run fp32 GEMMs)", flag="--compute-capability",
+        type=comma_list, metavar="CC[,CC...]")
+    output: str = option("embedding", "graph output: float32 embedding, or int8 codes of a quantised embedding",
+                         choices=("embedding", "codes"))
+    store_bits: int = option(8, "gallery code width recorded for a float model (its scale is calibrated on train "
+                                "images)", choices=(32, 8, 4, 1))
     opset: int = 17
-    parity_images: int = 16
+    parity_images: int = option(16, "images for the PyTorch parity check")
     parity_tol: float = 1e-4
-    evaluate: bool = True
+    evaluate: bool = option(True, "skip the query/gallery accuracy measurement", flag="--no-eval")
     max_map_drop: float = 0.5
-    overwrite: bool = False
-    build_engine: bool = True
+    overwrite: bool = option(False, "replace an existing bundle folder once the new one is done")
+    build_engine: bool = option(True, "jetson: do not build engines even if TensorRT is here (rtx always builds them)",
+                                flag="--no-engine")
 
     def validate(self) -> None:
-        if self.target not in TARGETS:
-            raise ValueError(f"target {self.target!r}: expected one of {', '.join(TARGETS)}")
+        if self.target not in EXPORT_TARGETS:
+            raise ValueError(f"target {self.target!r}: expected one of {', '.join(EXPORT_TARGETS)}")
         if self.jetpack not in (None, 5, 6):
             raise ValueError(f"jetpack {self.jetpack!r}: expected 5 or 6 (or none)")
         if self.jetpack is not None and self.target != "jetson":
@@ -99,18 +113,13 @@ class ExportOptions:
         if self.compute_capabilities and self.target != "rtx":
             raise ValueError("--compute-capability applies to --target rtx only (Jetson engines are built on the "
                              "device, for its own GPU)")
-        if self.target == "rtx":
-            from edgereid.runtime.backends.base import BackendUnavailable
-            from edgereid.runtime.tensorrt_api import import_tensorrt
-
-            try:
-                import_tensorrt("tensorrt-rtx")
-            except BackendUnavailable as exc:
-                raise ValueError(f"--target rtx builds TensorRT-RTX engines at export: {exc}") from None
+        check = EXPORT_TARGETS[self.target].check
+        if check is not None:
+            check(self)
 
 
-def _log(msg: str) -> None:
-    print(f"[export] {msg}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
+_log = log.info  # the export's progress lines (`edgereid export` shows them on stderr as [export] ...)
 
 
 def _model_section(model) -> dict[str, Any]:
@@ -168,6 +177,7 @@ def _finish(tmp: Path, out: Path) -> None:
             shutil.rmtree(old)
         out.rename(old)
     tmp.rename(out)
+    fsync_parent(out)  # the rename that publishes the bundle is on disk before the old one goes
     if old is not None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
 
@@ -186,7 +196,7 @@ def export_bundle(ckpt, out: str | Path, opts: ExportOptions | None = None, data
     _check_out(out, opts.overwrite)  # before any slow work
     model = load_model(ckpt) if isinstance(ckpt, (str, Path)) else ckpt.eval()
     if dataset is None and opts.data:
-        from edgereid.train.data import build_dataset
+        from edgereid.data import build_dataset
 
         dataset = build_dataset(opts.dataset, opts.data)
     work = _prepare_out(out, opts.overwrite)
@@ -200,7 +210,7 @@ def export_bundle(ckpt, out: str | Path, opts: ExportOptions | None = None, data
 
 
 def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
-    from .onnx_export import input_spec
+    from .onnx_export import DeployableReID, export_onnx, input_spec
 
     batch = None if opts.dynamic_batch else opts.batch_size
     spec_in = input_spec(model, "dynamic" if opts.dynamic_batch else opts.batch_size)
@@ -277,18 +287,10 @@ def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
         int8_graphs["onnx-int8-qdq"] = ("onnxruntime", root / "model.int8.qdq.onnx")
         _log(f"model.int8.qdq.onnx: {qdq['qdq_nodes']} Q/DQ nodes, zero points all 0")
 
-    # 5. per-target artefacts ------------------------------------------------------------------
-    default = "onnx-fp32"
-    if opts.target == "cpu":
-        default = _cpu(root, batch, calib_images, float_graphs, artifacts, int8_graphs)
-    build_engine_md, engine_builds = None, []
-    if opts.target == "jetson":
-        default, build_engine_md, engine_builds = _jetson(root, opts, spec_in, calib_images is not None,
-                                                          float_graphs, artifacts, checks, notes)
-        if (root / "model.int8.qdq.jp5.onnx").exists():
-            int8_graphs["onnx-int8-qdq-jp5"] = ("onnxruntime", root / "model.int8.qdq.jp5.onnx")
-    if opts.target == "rtx":
-        build_engine_md, engine_builds = _rtx(root, opts, spec_in, calib_images is not None, checks)
+    # 5. per-target artefacts (export.targets: one entry per target) ----------------------------
+    target = TargetBuild(root, opts, spec_in, calib_images, batch, float_graphs, int8_graphs, artifacts, checks, notes)
+    EXPORT_TARGETS[opts.target].add(target)
+    default, build_engine_md, engine_builds = target.default, target.build_engine_md, target.engine_builds
 
     # 6. parity of every float graph, cosine of every int8 graph (batch 1 and a larger batch) -------
     parity = _parity(reference, px, float_graphs, int8_graphs, batch, opts, graph_scale, codes)
@@ -325,117 +327,11 @@ def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
                  f"{entry['library_version']} in {entry['build']['seconds']} s ({entry['built_for']})")
 
 
-def _cpu(root: Path, batch: int | None, calib_images, float_graphs: dict, artifacts: list,
-         int8_graphs: dict) -> str:
-    """Target cpu: OpenVINO IR f32, and the NNCF int8 IR when calibration images are given."""
-    from .openvino_ir import convert_to_ir
-
-    convert_to_ir(root / "model.onnx", root / "openvino" / "model.xml")
-    float_graphs["openvino-fp32"] = root / "openvino" / "model.xml"
-    artifacts.append(("openvino-fp32", "openvino", "fp32",
-                      {"xml": "openvino/model.xml", "bin": "openvino/model.bin"}, {}))
-    if calib_images is None:
-        return "openvino-fp32"
-    from edgereid.calibration.nncf_openvino import quantize_openvino_int8
-
-    quantize_openvino_int8(root / "model.onnx", calib_images, root / "openvino-int8" / "model.xml", batch=batch or 1)
-    artifacts.append(("openvino-int8", "openvino", "int8",
-                      {"xml": "openvino-int8/model.xml", "bin": "openvino-int8/model.bin"},
-                      {"notes": "NNCF post-training quantisation, model_type=TRANSFORMER"}))
-    int8_graphs["openvino-int8"] = ("openvino", root / "openvino-int8" / "model.xml")
-    return "openvino-int8"
-
-
-def _preflight(root: Path, names: list[str], target: str, checks: dict) -> None:
-    """Every graph TensorRT will get must pass its target's pre-flight; the export stops otherwise."""
-    from .preflight import PreflightError, check_graph
-
-    for name in names:
-        report = check_graph(root / name, target)
-        checks.setdefault(name, {})["preflight"] = {"target": target, "tensorrt": report.tensorrt,
-                                                    "passed": report.passed, "nodes": report.nodes}
-        if not report.passed:
-            raise PreflightError(report)
-        _log(f"{name}: pre-flight for {report.tensorrt} passed")
-
-
-def _engine_config(opts: ExportOptions, precision: str, source: str, library: str, default: bool = False):
-    from edgereid.runtime.engine_build import EngineBuildConfig
-
-    return EngineBuildConfig(precision=precision, source_artifact=source, make_default=default, library=library,
-                             min_batch=opts.min_batch, opt_batch=opts.opt_batch, max_batch=opts.max_batch,
-                             compute_capabilities=opts.compute_capabilities if library == "tensorrt-rtx" else None)
-
-
-def _jetson(root: Path, opts: ExportOptions, spec_in: dict, have_int8: bool, float_graphs: dict, artifacts: list,
-            checks: dict, notes: list) -> tuple[str, Path, list]:
-    from .layernorm_decompose import decompose_file
-    from .onnx_checks import check_onnx
-    from .tensorrt_engine import build_instructions, tensorrt_available
-    from .tensorrt_rules import target_for_export
-
-    sources = {"fp16": "model.onnx"}
-    if have_int8:
-        sources["int8"] = "model.int8.qdq.onnx"
-    if opts.jetpack == 5:
-        for precision, name in list(sources.items()):
-            jp5 = name.replace(".onnx", ".jp5.onnx")
-            count = decompose_file(root / name, root / jp5)
-            checks[jp5] = {"layernorm_decomposed": count,
-                           **check_onnx(root / jp5, opset=opts.opset, dynamic_batch=opts.dynamic_batch,
-                                        batch_size=opts.batch_size)}
-            art = "onnx-fp32-jp5" if precision == "fp16" else "onnx-int8-qdq-jp5"
-            artifacts.append((art, "onnxruntime", "fp32" if precision == "fp16" else "int8", {"model": jp5},
-                              {"notes": "LayerNormalization decomposed for TensorRT 8.5 (JetPack 5)"}))
-            if precision == "fp16":
-                float_graphs[art] = root / jp5
-            sources[precision] = jp5
-    _preflight(root, list(sources.values()), target_for_export("jetson", opts.jetpack), checks)
-    shape = (opts.batch_size if not opts.dynamic_batch else -1, 3, spec_in["height"], spec_in["width"])
-    reason = None
-    names = {"model.onnx": "onnx-fp32", "model.int8.qdq.onnx": "onnx-int8-qdq", "model.jp5.onnx": "onnx-fp32-jp5",
-             "model.int8.qdq.jp5.onnx": "onnx-int8-qdq-jp5"}
-    engine_builds = []
-    if opts.build_engine and tensorrt_available():
-        # Built after the manifest is written, by the runtime's builder (it registers each engine).
-        engine_builds = [_engine_config(opts, precision, names[name], "tensorrt", default=True)
-                         for precision, name in sources.items()]
-    else:
-        reason = ("TensorRT is not importable on the exporting machine" if opts.build_engine
-                  else "engine building was turned off (--no-engine)")
-        msg = (f"{reason}: the bundle holds the ONNX graphs ready for TensorRT; build the engine on the Jetson "
-               "with the commands in BUILD_ENGINE.md (`reid-runtime build-engine --bundle BUNDLE`)")
-        notes.append(msg)
-        _log(msg)
-    md = root / "BUILD_ENGINE.md"
-    graphs = {precision: (name, names[name]) for precision, name in sources.items()}
-    md.write_text(build_instructions(graphs, spec_in["name"], shape, opts.dynamic_batch, opts.jetpack, reason,
-                                     profile=(opts.min_batch, opts.opt_batch, opts.max_batch)))
-    return "onnx-fp32", md, engine_builds
-
-
-def _rtx(root: Path, opts: ExportOptions, spec_in: dict, have_int8: bool, checks: dict) -> tuple[Path, list]:
-    """Target rtx: pre-flight the graphs, and TensorRT-RTX engines (fp32, int8) built ahead of time after the manifest."""
-    from .tensorrt_engine import build_instructions
-
-    sources = {"fp32": ("model.onnx", "onnx-fp32")}
-    if have_int8:
-        sources["int8"] = ("model.int8.qdq.onnx", "onnx-int8-qdq")
-    _preflight(root, [name for name, _ in sources.values()], "rtx", checks)
-    engine_builds = [_engine_config(opts, precision, art, "tensorrt-rtx", default=(precision == list(sources)[-1]))
-                     for precision, (_, art) in sources.items()]
-    shape = (opts.batch_size if not opts.dynamic_batch else -1, 3, spec_in["height"], spec_in["width"])
-    md = root / "BUILD_ENGINE.md"
-    md.write_text(build_instructions(sources, spec_in["name"], shape, opts.dynamic_batch, None, None,
-                                     profile=(opts.min_batch, opts.opt_batch, opts.max_batch), library="tensorrt-rtx",
-                                     compute_capabilities=opts.compute_capabilities))
-    return md, engine_builds
-
-
 def _parity(reference, px: np.ndarray, float_graphs: dict, int8_graphs: dict, batch: int | None,
             opts: ExportOptions, graph_scale: float | None, codes: bool) -> dict[str, Any]:
     """Float graphs against PyTorch (``parity_report``), int8 graphs by cosine; with a dynamic batch at
     batch 1 and at ``len(px)`` (the worse of the two is recorded, with both batch sizes)."""
+    from .parity import cosine_stats, parity_report
     from .runners import onnxruntime_runner, openvino_runner
 
     batches = [batch] if batch else sorted({1, len(px)})
@@ -492,7 +388,7 @@ def _accuracy(dataset, spec_in: dict, reference, float_graphs: dict, int8_graphs
         results[name]["max_map_drop_points"] = float(max_map_drop)  # the runtime's automatic choice reads it
         results[name]["within_budget"] = bool(drop <= max_map_drop)
         if drop > max_map_drop:
-            _log(f"WARNING: {name} loses {drop:.2f} mAP points against {base} (budget {max_map_drop})")
+            log.warning(f"{name} loses {drop:.2f} mAP points against {base} (budget {max_map_drop})")
     return results
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from edgereid.data.flags import add_options, options_from_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgereid.runtime.bundle import KNOWN_TARGETS
+    from .bundle import ExportOptions
 
     p = sub.add_parser("export", help="export a checkpoint to a deployment bundle (onnx, cpu, jetson, rtx)",
                        description="Export a checkpoint to a bundle folder: ONNX with the pruning baked in (static "
@@ -15,43 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "TensorRT pass their target's pre-flight (edgereid check-graph) first. See "
                                    "docs/bundle-format.md.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder (config.json + model.safetensors)")
-    p.add_argument("--target", required=True, choices=KNOWN_TARGETS,
-                   help="onnx: float + Q/DQ int8 ONNX; cpu: + OpenVINO IR f32 and int8; jetson: ONNX for TensorRT "
-                        "(pre-flight for TensorRT 10.3, or 8.5 with --jetpack 5), engines when TensorRT is importable, "
-                        "BUILD_ENGINE.md; rtx: + TensorRT-RTX engines (fp32, int8) built here for RTX GPUs (needs "
-                        "edgereid[tensorrt-rtx], no GPU)")
     p.add_argument("--out", required=True, help="bundle folder to write (must be new or empty unless --overwrite)")
-    p.add_argument("--data", default=None,
-                   help="data set root: train images calibrate int8, query/gallery measure accuracy (omit: float "
-                        "artefacts only, parity on random inputs)")
-    p.add_argument("--dataset", default="market1501", help="data set loader name (market1501 also reads the synthetic set)")
-    p.add_argument("--jetpack", type=int, choices=(5, 6), default=None,
-                   help="jetson only: 5 adds LayerNorm-decomposed graphs for TensorRT 8.5")
-    p.add_argument("--calib-size", type=int, default=256, help="calibration images drawn from the train split")
-    p.add_argument("--calib-seed", type=int, default=0, help="seed of the stratified calibration draw")
+    add_options(p, ExportOptions, required=("target",))
     p.add_argument("--static-batch", type=int, default=None, metavar="N",
                    help="export a fixed batch of N instead of a dynamic batch (for a target that needs static shapes; "
                         "the runtime then pads the last chunk)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="a dynamic batch axis: the default (kept so that older scripts still run)")
-    p.add_argument("--min-batch", type=int, default=1, metavar="N",
-                   help="TensorRT engines: smallest batch of the optimisation profile (default 1)")
-    p.add_argument("--opt-batch", type=int, default=1, metavar="N",
-                   help="TensorRT engines: the batch kernels are tuned for (default 1)")
-    p.add_argument("--max-batch", type=int, default=32, metavar="N",
-                   help="TensorRT engines: largest batch of the optimisation profile (default 32)")
-    p.add_argument("--compute-capability", default=None, metavar="CC[,CC...]",
-                   help="rtx: GPU compute capabilities of the TensorRT-RTX engines, e.g. 8.6,8.9,12.0 (default: "
-                        "TensorRT-RTX's portable set, 8.0 and newer; 7.5 = Turing cannot run fp32 GEMMs)")
-    p.add_argument("--output", choices=("embedding", "codes"), default="embedding",
-                   help="graph output: float32 embedding, or int8 codes of a quantised embedding")
-    p.add_argument("--store-bits", type=int, choices=(32, 8, 4, 1), default=8,
-                   help="gallery code width recorded for a float model (its scale is calibrated on train images)")
-    p.add_argument("--parity-images", type=int, default=16, help="images for the PyTorch parity check")
-    p.add_argument("--no-eval", action="store_true", help="skip the query/gallery accuracy measurement")
-    p.add_argument("--no-engine", action="store_true",
-                   help="jetson: do not build engines even if TensorRT is here (rtx always builds them)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder once the new one is done")
     p.set_defaults(func=cmd_export)
 
     from .tensorrt_rules import TARGETS
@@ -75,25 +47,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.static_batch is not None and args.dynamic_batch:
         raise ValueError("--static-batch and --dynamic-batch contradict each other: give one")
-    ccs = [c.strip() for c in args.compute_capability.split(",") if c.strip()] if args.compute_capability else None
-    opts = ExportOptions(target=args.target, data=args.data, dataset=args.dataset, jetpack=args.jetpack,
-                         calib_size=args.calib_size, calib_seed=args.calib_seed,
-                         dynamic_batch=args.static_batch is None, batch_size=args.static_batch or 1,
-                         min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-                         compute_capabilities=ccs, output=args.output, store_bits=args.store_bits,
-                         parity_images=args.parity_images, evaluate=not args.no_eval, overwrite=args.overwrite,
-                         build_engine=not args.no_engine)
+    opts = options_from_args(ExportOptions, args, dynamic_batch=args.static_batch is None,
+                             batch_size=args.static_batch or 1)
     out = export_bundle(args.ckpt, args.out, opts)
     print(describe(out))
     print(f"wrote {out}/manifest.json (and the files it lists)")
-    if args.target in ("jetson", "rtx") and not (out / "tensorrt").exists():
+    if (out / "BUILD_ENGINE.md").exists() and not (out / "tensorrt").exists():
         print(f"no TensorRT engine built here: see {out}/BUILD_ENGINE.md for the on-device build commands")
     return 0
 
 
 def cmd_check_graph(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    from edgereid.data.atomic import write_json_atomic
 
     from .preflight import check_graph
     from .tensorrt_rules import TARGETS
@@ -103,8 +68,6 @@ def cmd_check_graph(args: argparse.Namespace) -> int:
     for r in reports:
         print(r.summary())
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"model": args.model, "reports": [r.to_dict() for r in reports]}, indent=2) + "\n")
+        out = write_json_atomic(args.json, {"model": args.model, "reports": [r.to_dict() for r in reports]})
         print(f"wrote {out}")
     return 0 if all(r.passed for r in reports) else 1

@@ -1,6 +1,6 @@
 """Verify an exported ONNX file and fail loudly: opset, checker, static shapes.
 
-Why each check exists (TOOLCHAIN.md): the dynamo exporter builds at opset 18 and converts down; when
+Why each check exists: the dynamo exporter builds at opset 18 and converts down; when
 the conversion fails it prints a traceback and *leaves the file at opset 18*, which TensorRT 8.x
 and older runtimes reject. And a graph with unknown dims defeats TensorRT's static engine build
 and OpenVINO's static compilation. So the written file is read back and checked, never trusted.

@@ -17,13 +17,13 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from edgereid.data.atomic import atomic_path
 from edgereid.train.models.embedding_quant import quantize_codes
 from edgereid.train.models.reid_model import ReIDModel
 from torch import nn
@@ -125,24 +125,19 @@ def export_onnx(model: ReIDModel, path: str | Path, *, output: str = "embedding"
     kwargs: dict[str, Any] = {}
     if dynamic_batch:
         kwargs["dynamic_shapes"] = {INPUT_NAME: {0: torch.export.Dim(BATCH_DIM, min=1, max=4096)}}
-    tmp = path.with_name(f".{path.name}.tmp")
-    with torch.no_grad(), _quiet_exporter(quiet):
-        program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
-                                    input_names=[INPUT_NAME], output_names=[output], verbose=False, **kwargs)
-        program.save(str(tmp))
     import onnx
 
-    proto = onnx.load(str(tmp))
     spec_in = input_spec(model, "dynamic" if dynamic_batch else batch_size)
     spec_emb = embedding_spec(model, output, scale_source)
-    _set_metadata(proto, {META_INPUT: spec_in, META_EMBEDDING: spec_emb})
-    onnx.save(proto, str(tmp))
-    try:
+    with atomic_path(path) as tmp:  # a graph that fails its checks is never published
+        with torch.no_grad(), _quiet_exporter(quiet):
+            program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[output], verbose=False, **kwargs)
+            program.save(str(tmp))
+        proto = onnx.load(str(tmp))
+        _set_metadata(proto, {META_INPUT: spec_in, META_EMBEDDING: spec_emb})
+        onnx.save(proto, str(tmp))
         checks = check_onnx(tmp, opset=opset, dynamic_batch=dynamic_batch, batch_size=batch_size)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return ExportResult(path, spec_in, spec_emb, checks)
 
 

@@ -2,7 +2,7 @@
 
 Float graphs must match within ``tol`` (1e-4 max abs difference) in onnxruntime and in OpenVINO
 compiled with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO picks bf16 by default on AVX-512-BF16 CPUs,
-which drifts by ~3e-2: TOOLCHAIN.md). Quantised outputs (integer codes, or their dequantised floats)
+which drifts by ~3e-2). Quantised outputs (integer codes, or their dequantised floats)
 are compared in quantisation levels: a float difference of 1e-6 can flip a value sitting on a
 rounding boundary by one level, so the test is "at most one level apart, on at most 1 % of the
 coordinates" and the numbers go into the manifest.
@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from edgereid.runtime.backends.base import run_in_batches
+
+from .runners import onnxruntime_runner, openvino_runner, torch_runner
 
 
 class ParityError(ValueError):
@@ -25,48 +28,17 @@ class ParityError(ValueError):
 
 def run_onnxruntime(path: str | Path, x: np.ndarray, batch: int | None = None) -> np.ndarray:
     """Run an ONNX file on CPU; ``batch`` = the graph's fixed batch (None = feed everything at once)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return _batched(lambda b: sess.run(None, {name: b})[0], x, batch)
-
-
-def compile_openvino(model: str | Path, precision: str = "f32", threads: int | None = None):
-    """Compile an ONNX file or IR .xml for CPU at the given inference precision (f32 or bf16)."""
-    import openvino as ov
-
-    core = ov.Core()
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    return core.compile_model(str(model), "CPU", config)
+    return onnxruntime_runner(path, batch)(x)
 
 
 def run_openvino(model: str | Path, x: np.ndarray, batch: int | None = None, precision: str = "f32") -> np.ndarray:
-    compiled = compile_openvino(model, precision)
-    request = compiled.create_infer_request()
-
-    def run(b: np.ndarray) -> np.ndarray:
-        return np.array(request.infer({0: b})[compiled.output(0)])
-
-    return _batched(run, x, batch)
+    """Run an ONNX file or IR .xml on the CPU with OpenVINO at the given inference precision (f32 or bf16)."""
+    return openvino_runner(model, batch, precision)(x)
 
 
-@torch.no_grad()
 def run_torch(module: torch.nn.Module, x: np.ndarray, batch: int | None = None) -> np.ndarray:
-    module.eval()
-    return _batched(lambda b: module(torch.from_numpy(b)).numpy(), x, batch)
-
-
-def _batched(fn, x: np.ndarray, batch: int | None) -> np.ndarray:
-    if batch is None:
-        return np.asarray(fn(np.ascontiguousarray(x)))
-    if len(x) % batch:
-        raise ValueError(f"{len(x)} inputs do not split into batches of the graph's fixed batch {batch}")
-    return np.concatenate([np.asarray(fn(np.ascontiguousarray(x[i:i + batch]))) for i in range(0, len(x), batch)])
+    run = torch_runner(module)
+    return run(x) if batch is None else run_in_batches(run, x, batch, batch)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """One callable per way of running the model: ``runner(x: (N, 3, H, W) float32) -> (N, dim) outputs``.
 
-Accuracy and benchmark code run the same images through torch, onnxruntime and OpenVINO; a graph
-exported with a fixed batch gets its input split into that batch, the last one zero-padded and the
-padding's outputs dropped, so callers never care which graphs are static.
+Accuracy and benchmark code run the same images through torch, onnxruntime and OpenVINO, on files
+that are not in a bundle yet (the runtime's backends run verified bundle artifacts). Sessions are
+opened and fixed-batch graphs padded exactly as the runtime does (``onnxruntime_session``,
+``openvino_config``, ``run_in_batches``), so callers never care which graphs are static.
 """
 
 from __future__ import annotations
@@ -11,25 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from edgereid.runtime.backends.base import run_in_batches
+from edgereid.runtime.backends.onnxruntime_backend import onnxruntime_session
+from edgereid.runtime.backends.openvino_backend import openvino_config
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-def _fixed_batch(fn: Runner, batch: int | None) -> Runner:
+def _batched(fn: Runner, batch: int | None) -> Runner:
+    """A fixed-batch graph gets exactly ``batch`` rows a call (the runtime's padding); a dynamic one the whole input."""
     if batch is None:
         return fn
-
-    def run(x: np.ndarray) -> np.ndarray:
-        outs = []
-        for i in range(0, len(x), batch):
-            part = x[i:i + batch]
-            n = len(part)
-            if n < batch:
-                part = np.concatenate([part, np.zeros((batch - n, *part.shape[1:]), part.dtype)])
-            outs.append(np.asarray(fn(np.ascontiguousarray(part)))[:n])
-        return np.concatenate(outs)
-
-    return run
+    return lambda x: run_in_batches(fn, x, batch, batch)
 
 
 def torch_runner(module, threads: int | None = None) -> Runner:
@@ -48,16 +42,9 @@ def torch_runner(module, threads: int | None = None) -> Runner:
 
 
 def onnxruntime_runner(path: str | Path, batch: int | None = None, threads: int | None = None) -> Runner:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = onnxruntime_session(path, threads)
     name = sess.get_inputs()[0].name
-    return _fixed_batch(lambda b: sess.run(None, {name: b})[0], batch)
+    return _batched(lambda b: sess.run(None, {name: b})[0], batch)
 
 
 def openvino_runner(path: str | Path, batch: int | None = None, precision: str = "f32",
@@ -66,21 +53,7 @@ def openvino_runner(path: str | Path, batch: int | None = None, precision: str =
     quantised ops in int8 either way and the rest at this precision."""
     import openvino as ov
 
-    config: dict = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    compiled = ov.Core().compile_model(str(path), "CPU", openvino_config(precision, threads))
     request = compiled.create_infer_request()
     out = compiled.output(0)
-    return _fixed_batch(lambda b: np.array(request.infer({0: b})[out]), batch)
-
-
-def graph_batch(path: str | Path) -> int | None:
-    """The fixed batch of an ONNX file's input (None when dynamic)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    inits = {t.name for t in proto.graph.initializer}
-    inp = next(i for i in proto.graph.input if i.name not in inits)
-    d = inp.type.tensor_type.shape.dim[0]
-    return d.dim_value if d.HasField("dim_value") else None
+    return _batched(lambda b: np.array(request.infer({0: b})[out]), batch)

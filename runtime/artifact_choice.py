@@ -39,13 +39,11 @@ cached decision or measures once, ``measure`` measures again now (and replaces t
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -54,10 +52,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.atomic import write_text_atomic
 
 from .backends import library_version, open_backend
 from .bundle import Artifact, Bundle
 from .cpu_features import cpu_info
+from .timing import latency_stats
 
 __all__ = ["CHOICE_MODES", "CHOICE_ENV", "ChoiceConfig", "Candidate", "ArtifactChoice", "resolve_mode",
            "eligible_candidates", "choose_artifact", "explicit_choice", "user_cache_dir", "CACHE_SUBDIR"]
@@ -287,21 +287,6 @@ def _read_cache(path: Path, key: dict[str, Any], eligible: set[str],
     return data
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes it private; other users of the bundle read it too
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class _CacheLock:
     """An exclusive POSIX record lock on ``folder/name.lock``: two processes starting together measure once.
 
@@ -343,6 +328,7 @@ class _CacheLock:
 
 
 def _median_call_ms(fn, warmup: int, min_calls: int, max_calls: int, budget_s: float) -> float:
+    """Median latency of ``fn()``: at least ``min_calls`` calls, more while the budget lasts (up to ``max_calls``)."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -351,7 +337,7 @@ def _median_call_ms(fn, warmup: int, min_calls: int, max_calls: int, budget_s: f
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    return latency_stats(times)["median_ms"]
 
 
 def _time_candidate(bundle: Bundle, cand: Candidate, batch: int, threads: int | None,
@@ -505,7 +491,7 @@ def _store(choice: ArtifactChoice, key: dict, bundle: Bundle, folders: list[Path
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / name, record)
+            write_text_atomic(folder / name, record)
         except OSError as exc:
             notes.append(f"could not write the artifact-choice cache in {folder} ({exc.strerror or exc})")
             continue

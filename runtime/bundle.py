@@ -7,8 +7,8 @@ names the manifest, the field or file, what was expected and what was found.
 
 :class:`BundleWriter` is the other half of the contract: the exporter (and ``reid-runtime
 build-engine`` on the device) use it so that paths, digests and sizes are always computed the
-same way and the manifest is replaced atomically (write a temporary file, fsync, rename): a crash
-leaves the old manifest or the new one, never half of one.
+same way and the manifest is replaced atomically (``edgereid.data.atomic``: a temporary file,
+fsync, rename, fsync the folder): a crash leaves the old manifest or the new one, never half of one.
 
 Only the standard library is used here (JSON, hashlib): no pickle, nothing heavy.
 """
@@ -26,6 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from edgereid.data.atomic import write_json_atomic
+
+from .tables import BACKENDS, TARGETS
 
 __all__ = [
     "BundleError",
@@ -47,8 +51,6 @@ FORMAT = "edgereid-bundle"
 FORMAT_VERSION = 1
 KNOWN_FORMAT_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
-KNOWN_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-KNOWN_TARGETS = ("onnx", "cpu", "jetson", "rtx")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HASH_CHUNK = 1 << 20  # hashing streams 1 MiB at a time: engines can be hundreds of MB
 
@@ -276,7 +278,7 @@ def _parse_artifact(fields: _Fields, raw: Any, i: int) -> Artifact:
     if not isinstance(raw, dict):
         raise fields.fail(f"artifacts[{i}]", "an object", raw)
     name = fields.string(raw, "name", p)
-    backend = fields.string(raw, "backend", p, choices=KNOWN_BACKENDS)
+    backend = fields.string(raw, "backend", p, choices=tuple(BACKENDS))
     precision = fields.string(raw, "precision", p)
     files_raw = fields.mapping(raw, "files", p)
     if not files_raw:
@@ -292,6 +294,10 @@ def _parse_artifact(fields: _Fields, raw: Any, i: int) -> Artifact:
             raise fields.fail(fp + "sha256", "64 lowercase hex digits", digest)
         size = fields.integer(entry, "bytes", fp, minimum=0)
         files[role] = FileEntry(role=role, path=path, sha256=digest, bytes=size)
+    missing = [role for role in BACKENDS[backend].files if role not in files]
+    if missing:
+        raise fields.fail(p + "files", f"the file roles a {backend} artifact needs ({', '.join(BACKENDS[backend].files)}"
+                          f": {BACKENDS[backend].formats})", sorted(files))
     extra = {k: v for k, v in raw.items() if k not in ("name", "backend", "precision", "files")}
     return Artifact(name=name, backend=backend, precision=precision, files=files, extra=extra)
 
@@ -322,7 +328,7 @@ class Bundle:
             raise fields.fail("format_version", "one of " + ", ".join(map(str, KNOWN_FORMAT_VERSIONS))
                               + " (a newer edgereid wrote this bundle?)", version)
         self.format_version: int = version
-        self.target: str = fields.string(manifest, "target", "", "onnx", choices=KNOWN_TARGETS)
+        self.target: str = fields.string(manifest, "target", "", "onnx", choices=tuple(TARGETS))
         self.input = _parse_input(fields, fields.mapping(manifest, "input", ""))
         self.embedding = _parse_embedding(fields, fields.mapping(manifest, "embedding", ""))
         raw_artifacts = fields.get(manifest, "artifacts", "")
@@ -486,24 +492,6 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class BundleWriter:
     """Build (or extend) a bundle's manifest from files already written into the bundle folder.
 
@@ -523,8 +511,8 @@ class BundleWriter:
     def __init__(self, root: str | os.PathLike, *, input: InputSpec | Mapping, embedding: EmbeddingSpec | Mapping,
                  model: Mapping | None = None, target: str = "onnx", edgereid_version: str | None = None) -> None:
         self.root = Path(root)
-        if target not in KNOWN_TARGETS:
-            raise BundleError(f"target: expected one of {', '.join(KNOWN_TARGETS)}, got {target!r}")
+        if target not in TARGETS:
+            raise BundleError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
         if edgereid_version is None:
             try:
                 from importlib.metadata import version
@@ -572,8 +560,8 @@ class BundleWriter:
     def add_artifact(self, name: str, backend: str, precision: str, files: Mapping[str, str | os.PathLike],
                      *, default: bool = False, replace: bool = True, **extra: Any) -> dict[str, Any]:
         """Add (or replace) an artifact whose files (role -> path) are already written."""
-        if backend not in KNOWN_BACKENDS:
-            raise BundleError(f"artifact {name!r}: backend must be one of {', '.join(KNOWN_BACKENDS)}, got {backend!r}")
+        if backend not in BACKENDS:
+            raise BundleError(f"artifact {name!r}: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if not files:
             raise BundleError(f"artifact {name!r}: needs at least one file")
         entry: dict[str, Any] = {"name": name, "backend": backend, "precision": precision,
@@ -601,5 +589,5 @@ class BundleWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         Bundle(self.root, json.loads(json.dumps(self.manifest)))  # the same checks load_bundle applies
         path = self.root / MANIFEST_NAME
-        _write_atomic(path, json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
+        write_json_atomic(path, self.manifest)
         return path

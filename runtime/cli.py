@@ -1,5 +1,10 @@
 """``reid-runtime``: the on-device command (numpy + Pillow + onnxruntime; never torch).
 
+A thin layer on the library (``from edgereid.runtime import ...``): each command parses its
+arguments, calls the library (``Embedder``, ``GalleryStore``, ``Matcher``, ``run_bench``,
+``build_engine``, ...) and prints. The ``COMMANDS`` table pairs every command with its arguments
+and its function.
+
 The default command is the matching loop::
 
     reid-runtime --bundle B --gallery store.bin [IMAGES... | -]
@@ -18,19 +23,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
+from edgereid.data.atomic import write_text_atomic
+from edgereid.data.flags import add_options, options_from_args
+from edgereid.data.logs import show_logs
 
-__all__ = ["main", "build_parsers", "EXIT_OK", "EXIT_IMAGE_ERRORS", "EXIT_USAGE", "EXIT_VERIFY_FAILED",
-           "EXIT_BACKEND_UNAVAILABLE", "EXIT_INTERNAL", "COMMANDS"]
+__all__ = ["main", "build_parser", "build_parsers", "Command", "COMMANDS", "EXIT_OK", "EXIT_IMAGE_ERRORS", "EXIT_USAGE",
+           "EXIT_VERIFY_FAILED", "EXIT_BACKEND_UNAVAILABLE", "EXIT_INTERNAL"]
 
 EXIT_OK = 0  # everything done
 EXIT_IMAGE_ERRORS = 1  # done, but some images could not be used (their JSON error lines say why)
@@ -52,62 +58,17 @@ class UsageError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
-
-
 def _add_bundle_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    from .embedder import EmbedderConfig
+
     g = p.add_argument_group("model bundle")
     g.add_argument("--bundle", required=required, metavar="DIR",
                    help="bundle folder written by `edgereid export` (holds manifest.json); its files are "
                         "checked against their SHA-256 before use")
-    g.add_argument("--backend", choices=("onnxruntime", "openvino", "tensorrt"), default=None,
-                   help="run this backend's artifact (at the default artifact's precision if it has one); "
-                        "turns the automatic choice off")
-    g.add_argument("--precision", default=None, metavar="P",
-                   help="run the artifact of this precision, e.g. fp32, fp16, int8 (on the default artifact's "
-                        "backend if it has one); turns the automatic choice off")
-    g.add_argument("--artifact", default=None, metavar="NAME",
-                   help="run this artifact of the manifest by name (overrides --backend/--precision); turns the "
-                        "automatic choice off")
-    _add_choice_arg(g)
-    g.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
-                   help="images embedded per backend call (default 16); a fixed-batch graph uses its own size")
-    g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="backend intra-op threads (default: the backend's own choice)")
-    g.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                   help="refuse images with more pixels than this before decoding them (default 40000000)")
+    add_options(g, EmbedderConfig)
     g.add_argument("--ov-inference-precision", default=None, metavar="P",
                    help="OpenVINO only: INFERENCE_PRECISION_HINT (default f32 for fp32 artifacts; bf16/f16 "
                         "are faster but change embeddings by about 1e-2)")
-
-
-def _add_choice_arg(g) -> None:
-    from .artifact_choice import CHOICE_ENV
-
-    g.add_argument("--artifact-choice", choices=("auto", "measure", "manifest"), default=None,
-                   help="which artifact runs when none of --artifact/--backend/--precision is given: auto = the "
-                        "fastest on this device among those whose accuracy the bundle records as within "
-                        "tolerance, timed once (a few seconds) and cached in BUNDLE/runtime-cache/ (or "
-                        "~/.cache/edgereid when the bundle is read-only) per bundle, CPU and library versions; "
-                        "measure = time them again now and replace the cached decision; manifest = the "
-                        f"manifest's default artifact, nothing timed. Default: ${CHOICE_ENV}, else auto")
 
 
 def _add_gallery_args(p: argparse.ArgumentParser, required: bool = True, create: bool = True) -> None:
@@ -120,17 +81,12 @@ def _add_gallery_args(p: argparse.ArgumentParser, required: bool = True, create:
                             "(without this flag a missing gallery is an error)")
 
 
-def _add_match_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("matching")
-    g.add_argument("--threshold", type=_non_negative_float, default=None, metavar="D",
-                   help="open-set distance threshold: the nearest gallery entry matches when its distance "
-                        "(Euclidean, between normalised embeddings, 0..2) is <= D, else the image is "
-                        "'unknown'. Default: the manifest's open_set.threshold; with neither, no "
-                        "decision is made (decision null, identity = nearest)")
-    g.add_argument("--topk", type=_positive_int, default=5, metavar="K",
-                   help="how many nearest gallery results to list per image (default 5)")
-    g.add_argument("--per-identity", action="store_true",
-                   help="list each identity once (at its best entry's distance) instead of every entry")
+def _add_match_args(p: argparse.ArgumentParser, enrolment: bool = False) -> None:
+    from .matcher import MatchConfig
+
+    add_options(p.add_argument_group("matching"), MatchConfig, only=("threshold", "topk", "per_identity"))
+    if enrolment:
+        add_options(p.add_argument_group("open-set enrolment"), MatchConfig, only=("enroll_unknown", "unknown_prefix"))
 
 
 def _add_output_arg(p: argparse.ArgumentParser) -> None:
@@ -139,122 +95,73 @@ def _add_output_arg(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# parsers
+# the arguments of each command (the COMMANDS table below pairs them with their functions)
 # ---------------------------------------------------------------------------------------------
 
-COMMANDS: dict[str, str] = {
-    "match": "the matching loop (the default command): embed, search, decide, optionally enrol unknowns",
-    "enroll": "add a folder of images to the gallery (identities from Market names, sub-folders or --identity)",
-    "query": "search the gallery for images or folders of images (read-only)",
-    "info": "describe a gallery store (header, counts, identities) and/or a bundle",
-    "remove": "remove identities from the gallery (tombstones; space comes back with compact)",
-    "compact": "rewrite the gallery with only its live entries (atomic rename)",
-    "verify": "check a bundle's file hashes and/or a gallery's checksums",
-    "eval": "rank-1/mAP of the bundle on a Market-style query/gallery folder pair",
-    "bench": "latency/throughput of embedding and search, peak memory (JSON + Markdown)",
-    "build-engine": "build a TensorRT engine (here, or TensorRT-RTX ahead of time) and add it to the bundle",
-}
 
-
-def _epilog() -> str:
-    lines = ["commands (give the command first, e.g. `reid-runtime enroll --help`):"]
-    lines += [f"  {name:<13} {text}" for name, text in COMMANDS.items()]
-    lines += ["", "exit codes: 0 ok; 1 some images failed (JSON error lines); 2 bad arguments or input refused "
-              "(bundle, store, spec mismatch); 3 verify found damage; 4 backend not available; 5 internal error (a bug); "
-              "130 interrupted"]
-    return "\n".join(lines)
-
-
-def _match_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Match person crops against a gallery: one JSON line per image "
-                    '{"image", "identity", "distance", "decision": "match"|"unknown", "topk": [...]}, '
-                    'or {"image", "error"} for an image that cannot be used.',
-        epilog=_epilog())
+def _args_match(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="image files or folders (searched recursively); '-' reads paths from stdin, one per line")
     _add_bundle_args(p)
     _add_gallery_args(p)
-    _add_match_args(p)
-    g = p.add_argument_group("open-set enrolment")
-    g.add_argument("--enroll-unknown", action="store_true",
-                   help="store each unknown image under a new identity (<prefix>000001, ...), so the same "
-                        "person seen again later matches it; needs a threshold")
-    g.add_argument("--unknown-prefix", default="unk-", metavar="TEXT",
-                   help="prefix of identities made by --enroll-unknown (default 'unk-')")
+    _add_match_args(p, enrolment=True)
     _add_output_arg(p)
-    p.set_defaults(func=cmd_match, command="match")
-    return p
 
 
-def build_parsers() -> dict[str, argparse.ArgumentParser]:
-    """One parser per command (``match`` is also the top-level one)."""
-    parsers: dict[str, argparse.ArgumentParser] = {"match": _match_parser()}
-
-    def sub(name: str, description: str) -> argparse.ArgumentParser:
-        p = argparse.ArgumentParser(prog=f"{PROG} {name}", description=description)
-        parsers[name] = p
-        p.set_defaults(command=name)
-        return p
-
-    p = sub("enroll", "Embed every image of a folder and add it to the gallery under its identity. Prints "
-                      "one JSON error line per unusable image and a JSON summary at the end.")
+def _args_enroll(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", metavar="FOLDER", help="folder of images")
     p.add_argument("--naming", choices=("auto", "market", "folders"), default="auto",
                    help="where identities come from: market = file names like 0002_c1s1_000451_03.jpg "
-                        "(pid 2, camera 1; junk -1 and distractors 0 skipped), folders = one sub-folder per "
+                        "(pid 2, camera 0; junk -1 and distractors 0 skipped), folders = one sub-folder per "
                         "identity, auto = market if every file name matches, else folders (default)")
     p.add_argument("--identity", default=None, metavar="ID",
                    help="give every image of FOLDER (recursively) this identity instead (an integer if it "
                         "looks like one)")
     _add_bundle_args(p)
     _add_gallery_args(p)
-    p.set_defaults(func=cmd_enroll)
 
-    p = sub("query", "Search the gallery for images (read-only: nothing is enrolled). One JSON line per image.")
+
+def _args_query(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files or folders (recursively); '-' reads paths from stdin")
     _add_bundle_args(p)
     _add_gallery_args(p, create=False)
     _add_match_args(p)
     _add_output_arg(p)
-    p.set_defaults(func=cmd_query)
 
-    p = sub("info", "Describe this device (CPU model and features, search kernels), a gallery store and/or a "
-                    "bundle (with the artifact chosen here and why) as one JSON object on stdout.")
+
+def _args_info(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", default=None, metavar="STORE", help="gallery store to describe")
     p.add_argument("--bundle", default=None, metavar="DIR", help="bundle to describe (hashes are not checked: "
                                                                  "use verify)")
     p.add_argument("--max-identities", type=int, default=50, metavar="N",
                    help="list at most N identities with their entry counts (default 50; 0 lists all)")
-    p.add_argument("--artifact-choice", choices=("auto", "measure", "manifest"), default=None,
+    from .artifact_choice import CHOICE_MODES
+
+    p.add_argument("--artifact-choice", choices=list(CHOICE_MODES), default=None,
                    help="with --bundle: auto (default) reports the artifact this device runs as cached by an "
                         "earlier command, timing nothing ('pending' when none has run yet); measure = time the "
                         "candidates now and cache the decision; manifest = report the manifest's default")
-    p.set_defaults(func=cmd_info)
 
-    p = sub("remove", "Remove every entry of the given identities from the gallery (appends a tombstone).")
+
+def _args_remove(p: argparse.ArgumentParser) -> None:
     p.add_argument("identities", nargs="+", metavar="ID", help="identities to remove")
     p.add_argument("--gallery", required=True, metavar="STORE", help="gallery store file")
     p.add_argument("--id-type", choices=("auto", "int", "str"), default="auto",
                    help="how to read each ID: auto = an integer if the gallery has that integer identity, "
                         "else the string (default); int; str")
-    p.set_defaults(func=cmd_remove)
 
-    p = sub("compact", "Rewrite the gallery with only its live entries (new file + atomic rename).")
+
+def _args_compact(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", required=True, metavar="STORE", help="gallery store file")
-    p.set_defaults(func=cmd_compact)
 
-    p = sub("verify", "Check every file of a bundle against its SHA-256 and/or every record checksum of a "
-                      "gallery; with both, also that their embedding specs agree. Exit 3 on any problem.")
+
+def _args_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", default=None, metavar="DIR", help="bundle to verify (all artifacts)")
     p.add_argument("--gallery", default=None, metavar="STORE", help="gallery store to verify")
-    p.set_defaults(func=cmd_verify)
 
-    p = sub("eval", "Evaluate the bundle on a Market-1501-style query/gallery folder pair (standard protocol: "
-                    "same identity and camera removed, junk -1 ignored): rank-1/5/10, mAP, mINP, for the "
-                    "stored codes and for the float embeddings.")
+
+def _args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="ROOT",
                    help="Market-style root holding query/ and bounding_box_test/")
     p.add_argument("--query", default=None, metavar="DIR", help="query folder (overrides ROOT/query)")
@@ -262,26 +169,20 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                    help="gallery folder (overrides ROOT/bounding_box_test)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON result to FILE")
     _add_bundle_args(p)
-    p.set_defaults(func=cmd_eval)
 
-    from .bench import add_bench_args
-    from .engine_build import add_build_engine_args
 
-    p = sub("bench", "Measure embedding latency (batch 1 and N), throughput, search latency and peak memory "
-                     "on this device; writes bench.json and bench.md.")
+def _args_bench(p: argparse.ArgumentParser) -> None:
+    from .bench import BenchConfig
+
     _add_bundle_args(p)
-    add_bench_args(p)
-    p.set_defaults(func=cmd_bench)
+    add_options(p.add_argument_group("benchmark"), BenchConfig)
 
-    p = sub("build-engine", "Build a TensorRT engine from the bundle's ONNX (TensorRT 8.5+ on this device, "
-                            "or TensorRT-RTX ahead of time, no GPU needed), write it into the bundle with its "
-                            "build log, and add it to the manifest.")
-    add_build_engine_args(p)
-    p.set_defaults(func=cmd_build_engine)
 
-    parsers["match"] = _match_parser(f"{PROG} match")
-    parsers["_top"] = _match_parser()
-    return parsers
+def _args_build_engine(p: argparse.ArgumentParser) -> None:
+    from .engine_build import EngineBuildConfig
+
+    p.add_argument("--bundle", required=True, metavar="DIR", help="bundle folder; the engine is written into it")
+    add_options(p, EngineBuildConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,16 +226,9 @@ class _Out:
 
 def _embedder(args: argparse.Namespace):
     from .embedder import Embedder, EmbedderConfig
-    from .preprocess import DEFAULT_MAX_PIXELS
 
-    options = {}
-    if getattr(args, "ov_inference_precision", None):
-        options["inference_precision"] = args.ov_inference_precision
-    cfg = EmbedderConfig(backend=args.backend, precision=args.precision, artifact=args.artifact,
-                         batch_size=args.batch_size, threads=args.threads,
-                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, backend_options=options,
-                         choice=args.artifact_choice)
-    embedder = Embedder(args.bundle, cfg)
+    options = {"inference_precision": args.ov_inference_precision} if args.ov_inference_precision else {}
+    embedder = Embedder(args.bundle, options_from_args(EmbedderConfig, args, backend_options=options))
     _note_choice(embedder.choice)
     return embedder
 
@@ -373,8 +267,10 @@ def _expand_sources(items: Iterable[str], stdin: TextIO | None = None) -> Iterat
     Stdin is live: when no further path is waiting, ``Embedder.FLUSH`` is yielded so the images
     received so far are answered now rather than when a full batch has arrived.
     """
+    from edgereid.data.naming import list_images
+
     from .embedder import Embedder
-    from .image_sources import list_images, read_path_lines
+    from .image_sources import read_path_lines
 
     for item in items:
         if item == "-":
@@ -385,119 +281,38 @@ def _expand_sources(items: Iterable[str], stdin: TextIO | None = None) -> Iterat
             yield item  # missing files become per-image errors, in order
 
 
-def _threshold(args: argparse.Namespace, bundle) -> float | None:
-    if args.threshold is not None:
-        return float(args.threshold)
-    open_set = bundle.manifest.get("open_set")
-    if isinstance(open_set, dict):
-        t = open_set.get("threshold")
-        if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0:
-            return float(t)
-    return None
-
-
-def _float_distance(d: np.ndarray, spec) -> np.ndarray:
-    """Store distances (codec units) -> Euclidean distance between the dequantised embeddings."""
-    from .codec import code_distance_to_float
-
-    return np.sqrt(np.maximum(code_distance_to_float(d, spec), 0.0))
-
-
-def _topk_lists(ids: np.ndarray, dist: np.ndarray, spec) -> list[list[dict]]:
-    fd = _float_distance(dist, spec)
-    out = []
-    for row_ids, row_d in zip(ids, fd):
-        out.append([{"identity": _jsonable(i), "distance": round(float(d), 6)}
-                    for i, d in zip(row_ids, row_d) if i is not None])
-    return out
-
-
-_UNK_RE_CACHE: dict[str, re.Pattern] = {}
-
-
-def _next_unknown_number(store, prefix: str) -> int:
-    pattern = _UNK_RE_CACHE.setdefault(prefix, re.compile(re.escape(prefix) + r"(\d+)$"))
-    numbers = [int(m.group(1)) for i in store.identities() if isinstance(i, str) and (m := pattern.match(i))]
-    return max(numbers, default=0) + 1
-
-
 # ---------------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------------
 
 
 def _run_matching(args: argparse.Namespace, writable: bool, create: bool) -> int:
-    from .matching import open_set_decision
+    from .matcher import MatchConfig, Matcher, bundle_threshold
 
-    enroll_unknown = bool(getattr(args, "enroll_unknown", False))
     embedder = _embedder(args)
-    spec = embedder.spec
-    threshold = _threshold(args, embedder.bundle)
-    if enroll_unknown and threshold is None:
+    cfg = options_from_args(MatchConfig, args)
+    if cfg.threshold is None:
+        cfg.threshold = bundle_threshold(embedder.bundle)
+    if cfg.enroll_unknown and cfg.threshold is None:
         raise UsageError("--enroll-unknown needs a threshold: pass --threshold (the bundle's manifest has no "
                          "open_set.threshold)")
-    if threshold is None:
+    if cfg.threshold is None:
         _note("no --threshold and no open_set.threshold in the manifest: results carry the nearest identity "
               "and decision null")
-    store = _open_store(args.gallery, spec, "a" if writable else "r", create)
+    store = _open_store(args.gallery, embedder.spec, "a" if writable else "r", create)
     out = _Out(args.output)
-    counts = {"images": 0, "match": 0, "unknown": 0, "undecided": 0, "enrolled": 0, "errors": 0}
-    next_unknown = _next_unknown_number(store, args.unknown_prefix) if enroll_unknown else 0
     try:
-        for batch in embedder.iter_images(_expand_sources(args.images)):
-            results: dict[int, dict] = {}
-            for pos, err in batch.errors:
-                results[pos] = {"image": str(batch.sources[pos]), "error": err.reason}
-                counts["errors"] += 1
-            rows = range(len(batch.indices))
-            if not writable:
-                store.refresh()  # a long stream sees what another process enrolled meanwhile
-            if not enroll_unknown and len(store) > 0 and batch.indices:
-                ids, dist = store.search(batch.codes, args.topk, per_identity=args.per_identity)
-                lists = _topk_lists(ids, dist, spec)
-            else:
-                lists = None
-            for r in rows:
-                pos = batch.indices[r]
-                if enroll_unknown:  # one at a time: an unknown enrolled now must match the next frame
-                    if len(store) > 0:
-                        ids, dist = store.search(batch.codes[r:r + 1], args.topk, per_identity=args.per_identity)
-                        topk = _topk_lists(ids, dist, spec)[0]
-                    else:
-                        topk = []
-                else:
-                    topk = lists[r] if lists is not None else []
-                rec: dict[str, Any] = {"image": str(batch.sources[pos])}
-                nearest = topk[0] if topk else None
-                if threshold is None:
-                    rec.update(identity=nearest["identity"] if nearest else None,
-                               distance=nearest["distance"] if nearest else None, decision=None)
-                    counts["undecided"] += 1
-                elif nearest is not None and bool(open_set_decision(nearest["distance"], threshold)):
-                    rec.update(identity=nearest["identity"], distance=nearest["distance"], decision="match")
-                    counts["match"] += 1
-                else:
-                    rec.update(identity=None, distance=nearest["distance"] if nearest else None, decision="unknown")
-                    counts["unknown"] += 1
-                    if enroll_unknown:
-                        new_id = f"{args.unknown_prefix}{next_unknown:06d}"
-                        next_unknown += 1
-                        store.add([new_id], batch.codes[r:r + 1])
-                        rec["identity"] = new_id
-                        rec["enrolled"] = True
-                        counts["enrolled"] += 1
-                rec["topk"] = topk
-                results[pos] = rec
-            for pos in sorted(results):
-                out.write(results[pos])
-                counts["images"] += 1
+        matcher = Matcher(embedder, store, cfg)
+        for m in matcher.match_images(_expand_sources(args.images)):
+            out.write(m.to_dict())
     finally:
         out.close()
         n_store = len(store)
         store.close()
         embedder.close()
+    counts = matcher.counts
     _note(f"{counts['images']} images: {counts['match']} matched, {counts['unknown']} unknown"
-          + (f" ({counts['enrolled']} enrolled)" if enroll_unknown else "")
+          + (f" ({counts['enrolled']} enrolled)" if cfg.enroll_unknown else "")
           + (f", {counts['undecided']} without a decision (no threshold)" if counts["undecided"] else "")
           + f", {counts['errors']} errors; results written to {out.where}; gallery {args.gallery} "
             f"({n_store} entries)")
@@ -512,13 +327,12 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    args.enroll_unknown = False
-    args.unknown_prefix = "unk-"
     return _run_matching(args, writable=False, create=False)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from .image_sources import labelled_images
+    from .matcher import enroll_images
 
     images, notes = labelled_images(args.folder, args.naming, args.identity)
     for n in notes:
@@ -528,20 +342,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     enrolled = errors = 0
     idents: set = set()
     try:
-        offset = 0
-        for batch in embedder.iter_images([str(im.path) for im in images]):
-            for pos, err in batch.errors:
-                print(json.dumps({"image": str(batch.sources[pos]), "error": err.reason}), flush=True)
+        for image, error in enroll_images(embedder, store, images):
+            if error is not None:
+                print(json.dumps({"image": str(image.path), "error": error}), flush=True)
                 errors += 1
-            labels = [images[offset + i] for i in batch.indices]
-            offset += len(batch.sources)
-            if not labels:
-                continue
-            cams = [lab.camera for lab in labels]
-            store.add([lab.identity for lab in labels], batch.codes,
-                      cameras=np.asarray(cams, np.int64) if all(c is not None for c in cams) else None)
-            enrolled += len(labels)
-            idents.update(lab.identity for lab in labels)
+            else:
+                enrolled += 1
+                idents.add(image.identity)
         n_store, n_ids = len(store), len(store.identities())
     finally:
         store.close()
@@ -710,7 +517,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2)
     print(text, flush=True)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(args.out, text + "\n")
     codes = result["codes"]
     _note(f"rank-1 {codes['rank1']:.4f}, mAP {codes['mAP']:.4f} (codes) on {result['queries']} queries x "
           f"{result['gallery']} gallery images; results written to stdout" + (f" and {args.out}" if args.out else ""))
@@ -718,15 +525,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from .bench import BenchConfig, current_rss_bytes, run_bench, to_markdown, write_bench
 
-    return run_bench(args)
+    cfg = options_from_args(BenchConfig, args)
+    cfg.validate()  # before the backend is opened
+    start = current_rss_bytes()
+    embedder = _embedder(args)
+    try:
+        report = run_bench(embedder, cfg, start_rss=start)
+    finally:
+        embedder.close()
+    json_path, md_path = write_bench(report, cfg.out_dir)
+    print(to_markdown(report), flush=True)
+    _note(f"bench results written to {json_path} and {md_path}")
+    return EXIT_OK
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
-    from .engine_build import run_build_engine
+    from .engine_build import EngineBuildConfig, build_engine
 
-    return run_build_engine(args)
+    entry = build_engine(args.bundle, options_from_args(EngineBuildConfig, args))
+    print(json.dumps(entry, indent=2), flush=True)
+    files = ", ".join(os.path.join(args.bundle, f["path"]) for f in entry["files"].values())
+    _note(f"wrote {files} and updated {os.path.join(args.bundle, 'manifest.json')}")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------
@@ -741,15 +563,88 @@ def _error_exit(command: str, exc: BaseException, code: int) -> int:
     return code
 
 
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, a one-line summary for the top-level help, its arguments, its function."""
+
+    name: str
+    summary: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("match", "the matching loop (the default command): embed, search, decide, optionally enrol unknowns",
+            "Match person crops against a gallery: one JSON line per image "
+            '{"image", "identity", "distance", "decision": "match"|"unknown", "topk": [...]}, '
+            'or {"image", "error"} for an image that cannot be used.', _args_match, cmd_match),
+    Command("enroll", "add a folder of images to the gallery (identities from Market names, sub-folders or --identity)",
+            "Embed every image of a folder and add it to the gallery under its identity. Prints one JSON error line "
+            "per unusable image and a JSON summary at the end.", _args_enroll, cmd_enroll),
+    Command("query", "search the gallery for images or folders of images (read-only)",
+            "Search the gallery for images (read-only: nothing is enrolled). One JSON line per image.",
+            _args_query, cmd_query),
+    Command("info", "describe a gallery store (header, counts, identities) and/or a bundle",
+            "Describe this device (CPU model and features, search kernels), a gallery store and/or a bundle (with "
+            "the artifact chosen here and why) as one JSON object on stdout.", _args_info, cmd_info),
+    Command("remove", "remove identities from the gallery (tombstones; space comes back with compact)",
+            "Remove every entry of the given identities from the gallery (appends a tombstone).",
+            _args_remove, cmd_remove),
+    Command("compact", "rewrite the gallery with only its live entries (atomic rename)",
+            "Rewrite the gallery with only its live entries (new file + atomic rename).", _args_compact, cmd_compact),
+    Command("verify", "check a bundle's file hashes and/or a gallery's checksums",
+            "Check every file of a bundle against its SHA-256 and/or every record checksum of a gallery; with "
+            "both, also that their embedding specs agree. Exit 3 on any problem.", _args_verify, cmd_verify),
+    Command("eval", "rank-1/mAP of the bundle on a Market-style query/gallery folder pair",
+            "Evaluate the bundle on a Market-1501-style query/gallery folder pair (standard protocol: same identity "
+            "and camera removed, junk -1 ignored): rank-1/5/10, mAP, mINP, for the stored codes and for the float "
+            "embeddings.", _args_eval, cmd_eval),
+    Command("bench", "latency/throughput of embedding and search, peak memory (JSON + Markdown)",
+            "Measure embedding latency (batch 1 and N), throughput, search latency and peak memory on this device; "
+            "writes bench.json and bench.md.", _args_bench, cmd_bench),
+    Command("build-engine", "build a TensorRT engine (here, or TensorRT-RTX ahead of time) and add it to the bundle",
+            "Build a TensorRT engine from the bundle's ONNX (TensorRT 8.5+ on this device, or TensorRT-RTX ahead of "
+            "time, no GPU needed), write it into the bundle with its build log, and add it to the manifest.",
+            _args_build_engine, cmd_build_engine),
+)
+_BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def _epilog() -> str:
+    lines = ["commands (give the command first, e.g. `reid-runtime enroll --help`):"]
+    lines += [f"  {c.name:<13} {c.summary}" for c in COMMANDS]
+    lines += ["", "exit codes: 0 ok; 1 some images failed (JSON error lines); 2 bad arguments or input refused "
+              "(bundle, store, spec mismatch); 3 verify found damage; 4 backend not available; 5 internal error (a bug); "
+              "130 interrupted"]
+    return "\n".join(lines)
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one command; ``match`` is also the top-level ``reid-runtime`` one."""
+    c = _BY_NAME[name]
+    if name == "match":
+        p = argparse.ArgumentParser(prog=PROG, description=c.description, epilog=_epilog(),
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    else:
+        p = argparse.ArgumentParser(prog=f"{PROG} {name}", description=c.description)
+    c.add_arguments(p)
+    p.set_defaults(func=c.run, command=name)
+    return p
+
+
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser (``_top`` is the ``match`` one: ``reid-runtime IMAGES...``)."""
+    parsers = {c.name: build_parser(c.name) for c in COMMANDS}
+    parsers["_top"] = parsers["match"]
+    return parsers
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parsers = build_parsers()
-    if argv and argv[0] in COMMANDS:
-        parser = parsers[argv[0]]
-        argv = argv[1:]
-    else:
-        parser = parsers["_top"]
-    args = parser.parse_args(argv)  # argparse exits 2 itself on bad usage
+    name = argv.pop(0) if argv and argv[0] in _BY_NAME else "match"
+    args = build_parser(name).parse_args(argv)  # argparse exits 2 itself on bad usage
+    show_logs(lambda record: f"{PROG}: ")  # what the library logs (TensorRT's build warnings, ...)
     func: Callable[[argparse.Namespace], int] = args.func
     from .backends import BackendUnavailable
 

@@ -50,6 +50,8 @@ __all__ = [
     "code_sqnorms",
     "code_distance_to_float",
     "check_codes",
+    "NIBBLE_LEVELS",
+    "float_sqdist",
 ]
 
 SUPPORTED_BITS = (32, 8, 4, 1)
@@ -223,9 +225,9 @@ def l2_normalize(x: Any, eps: float = 1e-12) -> np.ndarray:
     return (a / np.maximum(norm, eps)).astype(np.float32)
 
 
-# byte -> (low nibble level, high nibble level), two's complement nibbles
+# byte -> (low nibble level, high nibble level), two's complement nibbles (search unpacks 4-bit codes with it)
 _NIB = np.arange(256, dtype=np.int16)
-_NIBBLE_LEVELS = np.stack([((_NIB & 0xF) ^ 8) - 8, ((_NIB >> 4) ^ 8) - 8], axis=1).astype(np.int8)
+NIBBLE_LEVELS = np.stack([((_NIB & 0xF) ^ 8) - 8, ((_NIB >> 4) ^ 8) - 8], axis=1).astype(np.int8)
 
 
 def quantize(x: Any, spec: CodecSpec) -> np.ndarray:
@@ -257,7 +259,7 @@ def unpack(codes: Any, spec: CodecSpec) -> np.ndarray:
         return codes.view(np.int8).copy()
     if spec.bits == 1:
         return np.unpackbits(codes, axis=1, count=spec.dim).view(np.int8)
-    return _NIBBLE_LEVELS[codes].reshape(codes.shape[0], -1)[:, : spec.dim].copy()
+    return NIBBLE_LEVELS[codes].reshape(codes.shape[0], -1)[:, : spec.dim].copy()
 
 
 def dequantize(codes: Any, spec: CodecSpec) -> np.ndarray:
@@ -304,12 +306,12 @@ def calibrate_scale(embeddings: Any, bits: int = 8, percentile: float = 99.99) -
 # ---------------------------------------------------------------------------------------------
 
 # byte -> sum of squared nibble levels (4-bit) / popcount (1-bit)
-_NIBBLE_SQ = (_NIBBLE_LEVELS.astype(np.int64) ** 2).sum(axis=1)
+_NIBBLE_SQ = (NIBBLE_LEVELS.astype(np.int64) ** 2).sum(axis=1)
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int64)
 _SQNORM_ROWS = 16384  # rows per step when converting codes to float (bounded temporary memory)
 
 
-def _float_sqdist(diff: np.ndarray) -> np.ndarray:
+def float_sqdist(diff: np.ndarray) -> np.ndarray:
     """Row sums of squares of a 2-D float64 array: the float32 codec's distance.
 
     Each row's sum is computed on its own (a row-wise reduction over a contiguous 2-D array), so
@@ -337,7 +339,7 @@ def code_sqnorms(codes: Any, spec: CodecSpec) -> np.ndarray:
     if spec.bits == 4:
         out = _NIBBLE_SQ[codes].sum(axis=1)
         if spec.dim % 2:  # the last high nibble is padding, whatever it holds
-            out -= _NIBBLE_LEVELS[codes[:, -1], 1].astype(np.int64) ** 2
+            out -= NIBBLE_LEVELS[codes[:, -1], 1].astype(np.int64) ** 2
         return out
     if spec.bits == 1:
         out = _POPCOUNT[codes].sum(axis=1)
@@ -351,7 +353,7 @@ def code_sqnorms(codes: Any, spec: CodecSpec) -> np.ndarray:
         chunk = codes[s : s + _SQNORM_ROWS]
         if spec.bits == 32:
             f = np.ascontiguousarray(chunk).view("<f4").astype(np.float64)
-            out[s : s + len(chunk)] = _float_sqdist(f)
+            out[s : s + len(chunk)] = float_sqdist(f)
         else:
             f = chunk.view(np.int8).astype(ftype)
             out[s : s + len(chunk)] = np.einsum("ij,ij->i", f, f)
@@ -372,7 +374,7 @@ def pairwise_distances(q_codes: Any, g_codes: Any, spec: CodecSpec) -> np.ndarra
         gf = np.ascontiguousarray(g).view("<f4").astype(np.float64)
         out = np.empty((q.shape[0], g.shape[0]), np.float64)
         for i in range(q.shape[0]):
-            out[i] = _float_sqdist(gf - qf[i])
+            out[i] = float_sqdist(gf - qf[i])
         return out
     if spec.bits == 1:
         # Hamming = popcount(a XOR b), through a 256-entry table.

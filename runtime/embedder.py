@@ -17,12 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edgereid.data.flags import option, positive_int
 
-from .artifact_choice import ArtifactChoice, ChoiceConfig, choose_artifact, explicit_choice
+from .artifact_choice import (
+    CHOICE_ENV,
+    CHOICE_MODES,
+    ArtifactChoice,
+    ChoiceConfig,
+    choose_artifact,
+    explicit_choice,
+)
 from .backends import Backend, open_backend
 from .bundle import Bundle, load_bundle
 from .codec import CodecSpec, l2_normalize, quantize
 from .preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, Preprocessor
+from .tables import BACKENDS
 
 __all__ = ["EmbedderConfig", "Embedder", "EmbeddedBatch"]
 
@@ -31,6 +40,8 @@ __all__ = ["EmbedderConfig", "Embedder", "EmbeddedBatch"]
 class EmbedderConfig:
     """How to run a bundle. Defaults: the fastest artifact here within tolerance, batches of 16 images.
 
+    The fields with help text are the flags of every ``reid-runtime`` command that runs a bundle.
+
     Naming an ``artifact`` (or a ``backend`` and/or ``precision``, picked by ``Bundle.select``)
     runs that. With none of the three, ``choice`` decides (:mod:`edgereid.runtime.artifact_choice`):
     ``auto`` the fastest artifact on this device among those the bundle records as accurate
@@ -38,14 +49,27 @@ class EmbedderConfig:
     manifest's default artifact. None reads ``$EDGEREID_ARTIFACT_CHOICE``, else ``auto``.
     """
 
-    backend: str | None = None  # onnxruntime | openvino | tensorrt
-    precision: str | None = None  # fp32 | fp16 | int8 ...
-    artifact: str | None = None  # an artifact name; overrides backend/precision
-    batch_size: int = 16
-    threads: int | None = None  # backend intra-op threads (None: the library's default)
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    backend: str | None = option(None, "run this backend's artifact (at the default artifact's precision if it has "
+                                       "one); turns the automatic choice off", choices=lambda: list(BACKENDS))
+    precision: str | None = option(None, "run the artifact of this precision, e.g. fp32, fp16, int8 (on the default "
+                                         "artifact's backend if it has one); turns the automatic choice off",
+                                   metavar="P")
+    artifact: str | None = option(None, "run this artifact of the manifest by name (overrides --backend/--precision); "
+                                        "turns the automatic choice off", metavar="NAME")
+    choice: str | None = option(
+        None, f"which artifact runs when none of --artifact/--backend/--precision is given: auto = the fastest on this "
+              "device among those whose accuracy the bundle records as within tolerance, timed once (a few seconds) "
+              "and cached in BUNDLE/runtime-cache/ (or ~/.cache/edgereid when the bundle is read-only) per bundle, CPU "
+              "and library versions; measure = time them again now and replace the cached decision; manifest = the "
+              f"manifest's default artifact, nothing timed. Default: ${CHOICE_ENV}, else auto",
+        flag="--artifact-choice", choices=lambda: list(CHOICE_MODES))
+    batch_size: int = option(16, "images embedded per backend call (a fixed-batch graph uses its own size)",
+                             type=positive_int, metavar="N")
+    threads: int | None = option(None, "backend intra-op threads (default: the backend's own choice)",
+                                 type=positive_int, metavar="N")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "refuse images with more pixels than this before decoding them",
+                             type=positive_int, metavar="N")
     backend_options: dict[str, Any] = field(default_factory=dict)
-    choice: str | None = None  # auto | measure | manifest, when no artifact/backend/precision is named
     choice_config: ChoiceConfig = field(default_factory=ChoiceConfig)
 
 

@@ -22,37 +22,54 @@ build is written beside the engine, which is registered in the manifest like any
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
-import json
+import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_build_engine_args", "run_build_engine", "EngineBuildConfig", "EngineBuild", "EngineBuildError",
+from edgereid.data.atomic import write_bytes_atomic, write_text_atomic
+from edgereid.data.flags import comma_list, option
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EngineBuildConfig", "EngineBuild", "EngineBuildError",
            "build_serialized_engine", "build_engine", "engine_file_name", "default_artifact_name"]
 
 
 @dataclass
 class EngineBuildConfig:
-    """How to build. Defaults: the library's default precision, batch 1..32 optimised for 1, 1 GiB workspace."""
+    """How to build. Defaults: the library's default precision, batch 1..32 optimised for 1, 1 GiB workspace.
 
-    precision: str | None = None  # fp32 | fp16 | int8; None = fp16 on TensorRT, fp32 on TensorRT-RTX
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 32
-    workspace_mib: int = 1024
-    optimization_level: int = 3
-    timing_cache: str | None = None  # default: <bundle>/tensorrt/timing.cache
-    dla_core: int | None = None
-    source_artifact: str | None = None  # default: the ONNX artifact matching the precision
-    name: str | None = None  # default: tensorrt-<precision> (tensorrt-rtx-<precision> with TensorRT-RTX)
-    make_default: bool = False
-    library: str = "auto"  # auto | tensorrt | tensorrt-rtx
-    compute_capabilities: list[str] | None = None  # TensorRT-RTX only: ["8.6", "8.9"]; None = its default set
+    ``reid-runtime build-engine`` takes its flags from these fields.
+    """
+
+    library: str = option("auto", "TensorRT library to build with: auto = tensorrt if importable, else TensorRT-RTX",
+                          choices=("auto", "tensorrt", "tensorrt-rtx"))
+    precision: str | None = option(None, "fp16 (TensorRT's default) or fp32 from the float ONNX; int8 from the "
+                                         "bundle's Q/DQ ONNX (explicit quantisation, no calibrator). TensorRT-RTX is "
+                                         "strongly typed: fp32 (its default) or int8", choices=("fp32", "fp16", "int8"))
+    compute_capabilities: list[str] | None = option(
+        None, "TensorRT-RTX only: GPU compute capabilities to build for, e.g. 8.6,8.9,12.0 (7.5 = Turing needs an "
+              "fp16 graph); default: TensorRT-RTX's portable set (8.0 and newer)",
+        flag="--compute-capability", type=comma_list, metavar="CC[,CC...]")
+    min_batch: int = option(1, "smallest batch of the optimisation profile", metavar="N")
+    opt_batch: int = option(1, "batch TensorRT tunes kernels for (1: a camera stream)", metavar="N")
+    max_batch: int = option(32, "largest batch of the optimisation profile", metavar="N")
+    workspace_mib: int = option(1024, "builder workspace memory limit in MiB", metavar="MIB")
+    optimization_level: int = option(3, "builder optimisation level (5 searches longest)", choices=range(0, 6),
+                                     metavar="0-5")
+    timing_cache: str | None = option(None, "timing cache to read and update (default BUNDLE/tensorrt/timing.cache): "
+                                            "later builds on the same device are much faster", metavar="FILE")
+    dla_core: int | None = option(None, "build for this DLA core (Jetson Orin/Xavier), layers DLA cannot run fall "
+                                        "back to the GPU", metavar="N")
+    source_artifact: str | None = option(None, "ONNX artifact to build from (default: the onnxruntime artifact at "
+                                               "int8 for --precision int8, else at fp32)", metavar="NAME")
+    name: str | None = option(None, "artifact name (default tensorrt-<precision>, tensorrt-rtx-<precision> with "
+                                    "TensorRT-RTX)", metavar="NAME")
+    make_default: bool = option(False, "make the new engine the bundle's default artifact")
 
     def validate(self) -> None:
         if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
@@ -90,57 +107,6 @@ class EngineBuildError(ValueError):
         self.log = log or []
 
 
-def add_build_engine_args(p: argparse.ArgumentParser) -> None:
-    d = EngineBuildConfig()
-    p.add_argument("--bundle", required=True, metavar="DIR", help="bundle folder; the engine is written into it")
-    p.add_argument("--library", choices=("auto", "tensorrt", "tensorrt-rtx"), default=d.library,
-                   help="TensorRT library to build with (default auto: tensorrt if importable, else TensorRT-RTX)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
-                   help="fp16 (TensorRT's default) or fp32 from the float ONNX; int8 from the bundle's Q/DQ ONNX "
-                        "(explicit quantisation, no calibrator). TensorRT-RTX is strongly typed: fp32 (its default) "
-                        "or int8")
-    p.add_argument("--compute-capability", default=None, metavar="CC[,CC...]",
-                   help="TensorRT-RTX only: GPU compute capabilities to build for, e.g. 8.6,8.9,12.0 (7.5 = Turing "
-                        "needs an fp16 graph); default: TensorRT-RTX's portable set (8.0 and newer)")
-    p.add_argument("--min-batch", type=int, default=d.min_batch, metavar="N",
-                   help="smallest batch of the optimisation profile (default 1)")
-    p.add_argument("--opt-batch", type=int, default=d.opt_batch, metavar="N",
-                   help="batch TensorRT tunes kernels for (default 1: a camera stream)")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, metavar="N",
-                   help="largest batch of the optimisation profile (default 32)")
-    p.add_argument("--workspace-mib", type=int, default=d.workspace_mib, metavar="MIB",
-                   help="builder workspace memory limit in MiB (default 1024)")
-    p.add_argument("--optimization-level", type=int, choices=range(0, 6), default=d.optimization_level,
-                   metavar="0-5", help="builder optimisation level (default 3; 5 searches longest)")
-    p.add_argument("--timing-cache", default=None, metavar="FILE",
-                   help="timing cache to read and update (default BUNDLE/tensorrt/timing.cache): later "
-                        "builds on the same device are much faster")
-    p.add_argument("--dla-core", type=int, default=None, metavar="N",
-                   help="build for this DLA core (Jetson Orin/Xavier), layers DLA cannot run fall back to the GPU")
-    p.add_argument("--source-artifact", default=None, metavar="NAME",
-                   help="ONNX artifact to build from (default: the onnxruntime artifact at int8 for --precision "
-                        "int8, else at fp32)")
-    p.add_argument("--name", default=None, metavar="NAME",
-                   help="artifact name (default tensorrt-<precision>, tensorrt-rtx-<precision> with TensorRT-RTX)")
-    p.add_argument("--make-default", action="store_true",
-                   help="make the new engine the bundle's default artifact")
-
-
-def _split_list(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _config_from_args(args: argparse.Namespace) -> EngineBuildConfig:
-    return EngineBuildConfig(precision=args.precision, min_batch=args.min_batch, opt_batch=args.opt_batch,
-                             max_batch=args.max_batch, workspace_mib=args.workspace_mib,
-                             optimization_level=args.optimization_level, timing_cache=args.timing_cache,
-                             dla_core=args.dla_core, source_artifact=args.source_artifact, name=args.name,
-                             make_default=args.make_default, library=args.library,
-                             compute_capabilities=_split_list(args.compute_capability))
-
-
 def _device_name() -> str:
     try:
         from cuda.bindings import runtime as cudart
@@ -171,7 +137,7 @@ def build_serialized_engine(onnx_path: str | os.PathLike, cfg: EngineBuildConfig
                             timing_cache: bytes | None = None, echo: bool = True) -> EngineBuild:
     """Parse ``onnx_path`` and build a serialized engine; raises :class:`EngineBuildError` with the nodes
     TensorRT refused. ``trt``: a :class:`~edgereid.runtime.tensorrt_api.TensorRTLibrary` (default:
-    ``import_tensorrt(cfg.library)``). ``echo``: print TensorRT's warnings and errors on stderr."""
+    ``import_tensorrt(cfg.library)``). ``echo``: log TensorRT's warnings and errors (the commands show them on stderr)."""
     from .tensorrt_api import import_tensorrt
 
     cfg = cfg or EngineBuildConfig()
@@ -192,7 +158,7 @@ def build_serialized_engine(onnx_path: str | os.PathLike, cfg: EngineBuildConfig
             line = f"[{severity.name if hasattr(severity, 'name') else severity}] {msg}"
             log_lines.append(line)
             if echo and int(severity) <= int(m.ILogger.Severity.WARNING):
-                print(line, file=sys.stderr, flush=True)
+                logger.warning(line)
 
     logger = _Logger()
     builder = m.Builder(logger)
@@ -263,15 +229,6 @@ def engine_file_name(library: str, precision: str, name: str | None = None) -> s
     return f"model.rtx.{precision}.engine" if library == "tensorrt-rtx" else f"model.{precision}.engine"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict[str, Any]:
     """Build, write and register the engine; returns the new manifest artifact entry."""
     from .bundle import BundleError, BundleWriter, load_bundle
@@ -310,7 +267,7 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
         built = build_serialized_engine(onnx_path, EngineBuildConfig(**{**cfg.__dict__, "precision": precision}), lib,
                                         timing_cache=cache_path.read_bytes() if cache_path.is_file() else None)
     except EngineBuildError as exc:
-        log_path.write_text("\n".join(exc.log) + "\n", encoding="utf-8")
+        write_text_atomic(log_path, "\n".join(exc.log) + "\n")
         raise EngineBuildError(f"{exc} (log: {log_path})", exc.errors, exc.log) from None
     out_name = bundle.embedding.output_name
     if out_name not in built.outputs:
@@ -319,11 +276,10 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
     if built.outputs[out_name][-1] != bundle.embedding.dim:
         raise BundleError(f"{onnx_path}: output {out_name!r} has shape {built.outputs[out_name]}, the manifest's "
                           f"embedding.dim is {bundle.embedding.dim}")
-    log_path.write_text("\n".join(built.log) + "\n", encoding="utf-8")
-    _write_atomic(engine_path, built.engine)
+    write_text_atomic(log_path, "\n".join(built.log) + "\n")
+    write_bytes_atomic(engine_path, built.engine)
     if built.timing_cache:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(cache_path, built.timing_cache)
+        write_bytes_atomic(cache_path, built.timing_cache)
 
     if lib.ahead_of_time:
         ccs = built.compute_capabilities
@@ -346,12 +302,3 @@ def build_engine(bundle_path: str | os.PathLike, cfg: EngineBuildConfig) -> dict
                "built_utc": started.replace(microsecond=0).isoformat().replace("+00:00", "Z")})
     writer.write()
     return entry
-
-
-def run_build_engine(args: argparse.Namespace) -> int:
-    entry = build_engine(args.bundle, _config_from_args(args))
-    print(json.dumps(entry, indent=2), flush=True)
-    files = ", ".join(os.path.join(args.bundle, f["path"]) for f in entry["files"].values())
-    print(f"reid-runtime: wrote {files} and updated {os.path.join(args.bundle, 'manifest.json')}",
-          file=sys.stderr, flush=True)
-    return 0

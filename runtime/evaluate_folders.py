@@ -13,30 +13,23 @@ Query images with junk identity -1 are skipped (they are nobody); gallery junk a
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgereid.data.datasets import parse_market_dir
 
 from .codec import pairwise_distances
 from .embedder import Embedder
-from .image_sources import list_images, parse_market_name
 from .metrics import evaluate_all, squared_l2_distmat
 
 __all__ = ["evaluate_folders", "market_records"]
 
 
 def market_records(folder: str | os.PathLike, skip_junk: bool) -> list[tuple[str, int, int]]:
-    """``(path, pid, camera)`` for every Market-named image of a folder (non-recursive)."""
-    records = []
-    for p in list_images(folder):
-        parsed = parse_market_name(p.name)
-        if parsed is None:
-            raise ValueError(f"{p}: not a Market-1501 file name (expected PPPP_cC..., e.g. 0002_c1s1_000451_03.jpg); "
-                             "eval needs identities and cameras from the names")
-        pid, cam = parsed
-        if skip_junk and pid == -1:
-            continue
-        records.append((str(p), pid, cam))
+    """``(path, pid, camera)`` for every image of a Market-named folder (non-recursive; cameras from 0)."""
+    records = parse_market_dir(Path(folder), "eval (identities and cameras come from the file names)")
+    records = [r for r in records if not (skip_junk and r[1] == -1)]
     if not records:
         raise ValueError(f"{folder}: no Market-named images")
     return records

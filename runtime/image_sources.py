@@ -1,10 +1,11 @@
 """Where images and their labels come from on the device: paths, stdin, folders, Market-1501 names.
 
-Identities for enrolment and evaluation come from one of three places:
+Identities for enrolment come from one of three places:
 
-- Market-1501 file names ``PPPP_cCsS_FFFFFF_NN.jpg``: person id ``P`` (``-1`` = junk, ``0`` =
-  distractor), camera ``C`` (``0002_c1s1_000451_03.jpg`` -> pid 2, camera 1). The same pattern
-  names DukeMTMC-reID and the synthetic data set.
+- Market-1501 file names ``PPPP_cCsS_FFFFFF_NN.jpg`` (``edgereid.data.naming`` reads them):
+  person id ``P`` (``-1`` = junk, ``0`` = distractor), camera ``C`` numbered from 0
+  (``0002_c1s1_000451_03.jpg`` -> pid 2, camera 0). The same pattern names DukeMTMC-reID and
+  the synthetic data set.
 - sub-folder names (``gallery/alice/*.jpg`` -> identity ``"alice"``), the ImageFolder layout;
 - one identity given on the command line for every image.
 """
@@ -19,29 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .preprocess import IMAGE_SUFFIXES
+from edgereid.data.naming import IMAGE_SUFFIXES, list_images, parse_market_name
 
-__all__ = ["MARKET_NAME", "parse_market_name", "list_images", "LabelledImage", "labelled_images",
-           "read_path_lines", "identity_from_text"]
-
-MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
-
-
-def parse_market_name(name: str) -> tuple[int, int] | None:
-    """``(pid, camera)`` from a Market-1501 style file name, or None if it does not match."""
-    m = MARKET_NAME.match(Path(name).name)
-    if not m:
-        return None
-    return int(m.group(1)), int(m.group(2))
-
-
-def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Image files in a folder (by extension), sorted by path for a reproducible order."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a folder")
-    it = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+__all__ = ["LabelledImage", "labelled_images", "read_path_lines", "identity_from_text"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +57,12 @@ def labelled_images(folder: str | os.PathLike, naming: str = "auto", identity: s
     top = list_images(root)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir())
     if naming == "auto":
-        if top and all(parse_market_name(p.name) for p in top):
+        if top and all(parse_market_name(p) for p in top):
             naming = "market"
         elif subdirs:
             naming = "folders"
         elif top:
-            bad = next(p.name for p in top if not parse_market_name(p.name))
+            bad = next(p.name for p in top if not parse_market_name(p))
             raise ValueError(f"{root}: cannot tell identities: {bad} is not a Market-1501 name "
                              "(PPPP_cC...) and there are no sub-folders; pass --identity or --naming")
         else:
@@ -90,7 +71,7 @@ def labelled_images(folder: str | os.PathLike, naming: str = "auto", identity: s
     if naming == "market":
         skipped = 0
         for p in top:
-            parsed = parse_market_name(p.name)
+            parsed = parse_market_name(p)
             if parsed is None:
                 raise ValueError(f"{p}: not a Market-1501 file name (expected PPPP_cC..., e.g. 0002_c1s1_000451_03.jpg)")
             pid, cam = parsed

@@ -1,6 +1,6 @@
 """Re-identification accuracy under the standard Market-1501 protocol: CMC, mAP and mINP.
 
-Protocol (DESIGN.md), per query:
+Protocol, per query:
 
 - gallery samples with the query's identity AND camera are removed from its ranking (the same
   person seen by the same camera is too easy to count);

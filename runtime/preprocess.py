@@ -28,7 +28,6 @@ import struct
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -198,12 +197,3 @@ class Preprocessor:
             0, self.spec.height, self.spec.width, 3)
         array = np.stack(rows) if rows else np.zeros(shape, np.float32)
         return PreparedBatch(array=array, indices=indices, errors=errors)
-
-
-def is_image_path(path: str | os.PathLike) -> bool:
-    """Whether a file name looks like an image PIL can read (used when listing folders)."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-                            ".pbm", ".jfif"})

@@ -49,11 +49,11 @@ from typing import Any
 import numpy as np
 from edgereid.runtime import native_scan
 from edgereid.runtime.codec import (
-    _NIBBLE_LEVELS,
+    NIBBLE_LEVELS,
     CodecSpec,
-    _float_sqdist,
     check_codes,
     code_sqnorms,
+    float_sqdist,
     unpack,
 )
 
@@ -79,7 +79,7 @@ _KERNEL_FORMS: dict[str, str | None] = {
 }
 KERNELS = tuple(_KERNEL_FORMS)
 # nibble byte -> (low, high) levels + 128, the uint8 operand for 4-bit codes
-_NIBBLE_U8 = (_NIBBLE_LEVELS.astype(np.int16) + 128).astype(np.uint8)
+_NIBBLE_U8 = (NIBBLE_LEVELS.astype(np.int16) + 128).astype(np.uint8)
 
 
 def default_threads() -> int:
@@ -266,7 +266,7 @@ class _FloatEngine:
     def __init__(self, q: np.ndarray, spec: CodecSpec) -> None:
         self.spec = spec
         self.qf = np.ascontiguousarray(q).view("<f4").astype(np.float64)  # (nq, dim)
-        self.qn = _float_sqdist(self.qf)
+        self.qn = float_sqdist(self.qf)
 
     def floats(self, codes: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(codes).view("<f4").astype(np.float64)
@@ -385,7 +385,7 @@ def _scan_float(eng: _FloatEngine, codes: np.ndarray, valid: np.ndarray | None, 
     if valid is not None and not valid.any():
         return _empty_cands(np.float64)
     g = eng.floats(codes)
-    gn = _float_sqdist(g) if sqn is None else sqn.astype(np.float64)
+    gn = float_sqdist(g) if sqn is None else sqn.astype(np.float64)
     approx = eng.qn[None, :] + gn[:, None] - 2.0 * (g @ eng.qf.T)  # (n, nq)
     # |approx - exact| is bounded by a few (dim + 2) roundings of ||q||^2 + ||g||^2
     gmax = float(gn.max()) if n else 0.0
@@ -401,7 +401,7 @@ def _scan_float(eng: _FloatEngine, codes: np.ndarray, valid: np.ndarray | None, 
     r, qi = np.nonzero(approx <= (t + margin)[None, :])
     if r.size == 0:
         return _empty_cands(np.float64)
-    d = _float_sqdist(g[r] - eng.qf[qi])
+    d = float_sqdist(g[r] - eng.qf[qi])
     keep = d <= t[qi]
     return qi[keep], d[keep], r[keep] + start
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from edgereid.data.atomic import fsync_parent
 from edgereid.runtime.codec import SCALE_REL_TOL, CodecSpec, check_codes, code_sqnorms
 from edgereid.runtime.matching import topk_per_identity
 from edgereid.runtime.search import topk
@@ -52,7 +53,6 @@ from edgereid.runtime.store_format import (
     add_record,
     as_identities,
     as_identity,
-    fsync_dir,
     pread_exact,
     remove_record,
     scan_records,
@@ -186,7 +186,7 @@ class GalleryStore:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            fsync_dir(path)
+            fsync_parent(path)
             return cls._open_locked(path, "a", lock_fd, release_pages=release_pages, check_payloads=True)
         except BaseException:
             release_lock(lock_fd)
@@ -381,7 +381,7 @@ class GalleryStore:
             os.close(tfd)
         os.ftruncate(self._fd, self._end)
         os.fsync(self._fd)
-        fsync_dir(self._path)
+        fsync_parent(self._path)
         self._torn_bytes = 0
 
     # ------------------------------------------------------------------ properties
@@ -778,7 +778,7 @@ class GalleryStore:
             raise
         self._drop_map()
         os.replace(tmp, self._path)
-        fsync_dir(self._path)
+        fsync_parent(self._path)
         self._adopt(self._from_fd(self._path, "a", fd, release_pages=self._release_pages, check_payloads=True))
         return self.verify()
 

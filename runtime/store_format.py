@@ -37,7 +37,6 @@ __all__ = [
     "as_identities",
     "write_all",
     "write_record",
-    "fsync_dir",
     "Growable",
     "VerifyReport",
     "verify_file",
@@ -380,15 +379,6 @@ def remove_record(ident_idx: np.ndarray) -> tuple[int, list[bytes | memoryview]]
 # ---------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------
-
-
-def fsync_dir(path: str) -> None:
-    """fsync the directory holding ``path`` so a create/rename in it survives power loss."""
-    dfd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def write_all(fd: int, buf: bytes | memoryview, offset: int) -> int:

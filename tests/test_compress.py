@@ -47,7 +47,7 @@ def market(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(market):
-    from edgereid.train.data import build_dataset
+    from edgereid.data import build_dataset
 
     return build_dataset("market1501", market)
 

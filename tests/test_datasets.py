@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgereid.train.data import (
+from edgereid.data import (
     DatasetLayoutError,
     ReIDDataset,
     build_dataset,
@@ -27,6 +27,33 @@ def jpeg(path: Path, colour=(120, 60, 30), size=(16, 32)) -> Path:
 
 def names(records) -> list[str]:
     return sorted(Path(r[0]).name for r in records)
+
+
+# ---------------------------------------------------------------------------------------------
+# One file-name parser, one camera numbering: every layer reads a Market name the same way
+
+
+def test_market_names_read_alike_in_data_calibration_and_runtime(tmp_path):
+    from edgereid.calibration.calib_set import scan_train_folder
+    from edgereid.data import market_name, parse_market_name
+    from edgereid.data.datasets import parse_market_dir
+    from edgereid.runtime.image_sources import labelled_images
+
+    assert parse_market_name("0002_c1s1_000451_03.jpg") == (2, 0)
+    assert parse_market_name("dir/-1_c3_f0046985.jpg") == (-1, 2)
+    assert parse_market_name("0002_c0s1_000451_03.jpg") is None and parse_market_name("img_c2.jpg") is None
+    assert market_name(2, 0, 1, 451, 3) == "0002_c1s1_000451_03.jpg"
+    assert parse_market_name(market_name(-1, 5, 2, 7)) == (-1, 5)
+    train = tmp_path / "bounding_box_train"
+    for pid, cam in [(7, 0), (7, 2), (3, 1)]:
+        jpeg(train / market_name(pid, cam, 1, 100 + cam))
+    want = sorted((n, *parse_market_name(n)) for n in names([(str(p), 0, 0) for p in train.iterdir()]))
+    runtime = sorted((im.path.name, im.identity, im.camera) for im in labelled_images(train, "market")[0])
+    assert runtime == want
+    assert sorted((Path(p).name, pid, cam) for p, pid, cam in parse_market_dir(train, "x")) == want
+    jpeg(train / "photo.webp")  # one suffix set: a .webp is an image for every reader
+    calib = sorted((Path(p).name, pid, cam) for p, pid, cam in scan_train_folder(train))
+    assert [r for r in calib if r[0] != "photo.webp"] == want and len(calib) == 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +340,7 @@ def test_prw_layout_error_without_scipy_files(tmp_path):
 
 
 def test_data_modules_do_not_import_torch():
-    code = ("import sys, edgereid.train.data, edgereid.train.data.synth, edgereid.train.histogram_baseline; "
+    code = ("import sys, edgereid.train.data, edgereid.data.synth, edgereid.train.histogram_baseline; "
             "bad = [m for m in ('torch', 'timm') if m in sys.modules]; assert not bad, bad")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -54,11 +54,16 @@ def test_make_demo_runs_every_stage_at_toy_size(tmp_path):
     jetson = work / "bundle-pruned-jetson"
     assert (jetson / "BUILD_ENGINE.md").is_file() and "trtexec" in (jetson / "BUILD_ENGINE.md").read_text()
 
+    queries = sorted(p.name for p in (work / "data" / "query").glob("*.jpg"))
     for name in ("dense", "compressed", "pruned"):
-        lines = (work / f"runtime-{name}" / "matches.jsonl").read_text().splitlines()
-        assert lines and all("identity" in json.loads(line) or "error" in json.loads(line) for line in lines)
+        out = [json.loads(line) for line in (work / f"runtime-{name}" / "matches.jsonl").read_text().splitlines()]
+        # one real answer per query image: no error lines, the nearest gallery entries, a decision
+        assert sorted(Path(o["image"]).name for o in out) == queries
+        assert all("error" not in o and o["topk"] and o["decision"] in ("match", "unknown", None) for o in out)
+        assert all(o["identity"] is not None for o in out if o["decision"] != "unknown")
         ev = json.loads((work / f"runtime-{name}" / "eval.json").read_text())
-        assert 0.0 <= ev["codes"]["mAP"] <= 1.0
+        assert ev["errors"] == 0 and ev["queries"] == len(queries)
+        assert 0.0 < ev["codes"]["mAP"] <= 1.0 and 0.0 <= ev["codes"]["rank1"] <= 1.0  # mAP > 0 once a query scores
         assert (work / f"gallery-{name}.bin").stat().st_size > 0
         assert (work / f"runtime-{name}" / "bench-openvino-int8" / "bench.json").is_file()
 

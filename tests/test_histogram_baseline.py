@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgereid.train.data.synth import SynthConfig, generate
+from edgereid.data.synth import SynthConfig, generate
 from edgereid.train.histogram_baseline import (
     HistogramConfig,
     add_baseline_arguments,

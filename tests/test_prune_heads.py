@@ -144,7 +144,7 @@ def test_accumulated_taylor_is_the_absolute_value_of_the_signed_sum():
 
 
 def test_gathering_pass_reads_gradients_and_changes_no_weight(market):
-    from edgereid.train.data import build_dataset
+    from edgereid.data import build_dataset
 
     ds = build_dataset("market1501", market)
     torch.manual_seed(0)
@@ -166,7 +166,7 @@ def test_gathering_pass_reads_gradients_and_changes_no_weight(market):
 
 
 def test_prune_and_finetune_heads_for_real(market, tmp_path):
-    from edgereid.train.data import build_dataset
+    from edgereid.data import build_dataset
     from edgereid.train.engine import DistillConfig, TrainConfig
     from edgereid.train.prune.schedule import PruneConfig, run_pruning
 

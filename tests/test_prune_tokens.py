@@ -162,7 +162,7 @@ def test_drop_plan_shortens_later_layers_and_rebuilds_exactly(tmp_path):
 
 @pytest.mark.parametrize("mode", ["tokens-kv", "tokens-drop"])
 def test_prune_and_finetune_tokens_for_real(market, tmp_path, mode):
-    from edgereid.train.data import build_dataset
+    from edgereid.data import build_dataset
     from edgereid.train.engine import DistillConfig, TrainConfig
     from edgereid.train.prune.schedule import PruneConfig, run_pruning
 

@@ -12,21 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgereid.train.data import DatasetLayoutError, build_dataset
-from edgereid.train.data.synth import (
+from edgereid.data import DatasetLayoutError, build_dataset
+from edgereid.data.synth import (
     MARKER,
     SynthConfig,
     generate,
+    make_appearances,
     make_cameras,
-    make_identities,
     plan,
     preview,
     split_identities,
 )
-from edgereid.train.data.synth_render import (
+from edgereid.data.synth_render import (
     SUPERSAMPLE,
     _aerial_person,
-    make_identity,
+    make_appearance,
     make_scheme,
     person_layer,
 )
@@ -156,7 +156,7 @@ def test_bad_config_names_the_field():
 def test_identities_share_colour_schemes_but_differ_in_discrete_attributes():
     cfg = SynthConfig(ids=60, ids_per_scheme=3, palette_size=6)
     train, test = split_identities(cfg)
-    idents = make_identities(cfg, train, test)
+    idents = make_appearances(cfg, train, test)
     for split in (train, test):
         uppers = np.array([idents[p].upper for p in split], dtype=float)
         lowers = np.array([idents[p].lower for p in split], dtype=float)
@@ -168,7 +168,7 @@ def test_identities_share_colour_schemes_but_differ_in_discrete_attributes():
     scheme = make_scheme(np.random.default_rng(0), [(200, 0, 0), (0, 0, 200)])
     taken: set[tuple] = set()
     for pid in range(12):
-        ident = make_identity(pid, scheme, np.random.default_rng([7, pid]), avoid=taken)
+        ident = make_appearance(pid, scheme, np.random.default_rng([7, pid]), avoid=taken)
         assert ident.signature() not in taken
         taken.add(ident.signature())
 
@@ -189,7 +189,7 @@ def test_occluded_variant_occludes_every_query(tmp_path):
 def test_aerial_people_are_small_and_foreshortened():
     cfg = SynthConfig(aerial=True)
     cam = make_cameras(cfg)[0]
-    ident = make_identities(cfg, [1], [2])[1]
+    ident = make_appearances(cfg, [1], [2])[1]
     hc, wc = cfg.height * SUPERSAMPLE, cfg.width * SUPERSAMPLE
     ground = person_layer((wc, hc), ident, "front", 0.0, wc / 2, hc * 0.05, hc * 0.9)
     air, _ = _aerial_person(ident, "front", 0.0, cam, np.random.default_rng(0), hc, wc)
@@ -214,7 +214,7 @@ def test_preview_is_a_grid_of_identities_by_camera(synth_set, tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "edgereid.train.data.synth", *args],
+    return subprocess.run([sys.executable, "-m", "edgereid.data.synth", *args],
                           capture_output=True, text=True, env=env, timeout=300)
 
 

@@ -66,8 +66,8 @@ def test_warmup_then_cosine_schedule():
 
 
 def test_real_training_lowers_the_loss_and_keeps_the_best_checkpoint(market, tmp_path):
+    from edgereid.data import build_dataset
     from edgereid.train.checkpoint import load_model
-    from edgereid.train.data import build_dataset
 
     torch.manual_seed(0)
     ds = build_dataset("market1501", market)

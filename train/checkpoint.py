@@ -1,4 +1,4 @@
-"""Checkpoints: ``model.safetensors`` + ``config.json`` in one folder, written atomically.
+"""Checkpoints: ``model.safetensors`` + ``config.json`` in one folder, each written atomically.
 
 ``config.json`` holds ``{"model": ModelConfig.to_dict(), ...metadata}``: enough to rebuild the model
 with no code from the run that produced it. No pickle: weights are safetensors.
@@ -7,12 +7,10 @@ with no code from the run that produced it. No pickle: weights are safetensors.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from edgereid.data.atomic import atomic_path, write_json_atomic
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
@@ -23,25 +21,14 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
 def save_checkpoint(model: ReIDModel, out_dir: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
     cfg = model.sync_config()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS}.", suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp, metadata={"format": "edgereid-checkpoint-1"})
-    os.replace(tmp, out / WEIGHTS)
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "edgereid-checkpoint-1"})
     write_json_atomic(out / CONFIG, {"format": "edgereid-checkpoint", "version": 1,
                                       "model": cfg.to_dict(), **(metadata or {})})
     return out
@@ -73,7 +60,3 @@ def load_model(ckpt_dir: str | Path, map_location: str = "cpu") -> ReIDModel:
     if missing or unexpected:
         raise ValueError(f"{weights}: does not match its config.json (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.eval()
-
-
-def load_model_state(model: torch.nn.Module, ckpt_dir: str | Path) -> None:
-    model.load_state_dict(load_file(str(Path(ckpt_dir) / WEIGHTS)))

@@ -13,7 +13,7 @@ from .cli_common import add_data_arguments, add_model_arguments, add_training_ar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .data.synth import add_synth_arguments
+    from edgereid.data.synth import add_synth_arguments
 
     p = sub.add_parser("synth", help="generate the synthetic ReID data set (Market-1501 layout)",
                        description="Write a deterministic synthetic person-ReID data set in the Market-1501 layout.")
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synth import run_synth_command
+    from edgereid.data.synth import run_synth_command
 
     return run_synth_command(args)
 
@@ -70,9 +70,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from edgereid.data import build_dataset
+
     from .cli_common import train_config_from_args
     from .config import BackboneConfig, ModelConfig
-    from .data import build_dataset
     from .engine import fit
     from .models import build_model
 
@@ -90,8 +91,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from edgereid.data import build_dataset
+
     from .checkpoint import load_model, write_json_atomic
-    from .data import build_dataset
     from .engine import resolve_device
     from .evaluate import evaluate_model
 

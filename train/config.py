@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgereid.data.flags import option
+
 # Width/depth/heads of the supported ViT sizes (patch 16). `micro` is for tests and toy runs.
 VIT_SIZES: dict[str, dict[str, int]] = {
     "vit_micro": {"embed_dim": 48, "depth": 2, "num_heads": 3},
@@ -93,7 +95,7 @@ class BackboneConfig:
 
 @dataclass
 class EmbeddingConfig:
-    """The deployable embedding: compression head + optional quantisation (ALGORITHMS.md section 2).
+    """The deployable embedding: compression head + optional quantisation (``train/compress``).
 
     kind: ``full`` (the cls token), ``slice`` (its first ``dim`` coordinates), ``lowrank``
         (e = A^T f with A learnable, f_hat = B e feeds the neck), ``select`` (the coordinates listed in
@@ -178,6 +180,65 @@ class ModelConfig:
         cfg = _build(cls, {**rest, "backbone": backbone, "embedding": embedding}, "model")
         cfg.validate()
         return cfg
+
+
+@dataclass
+class AugmentConfig:
+    """Training-image augmentation (``data/transforms.train_transform`` applies it, in this order):
+    horizontal flip with probability ``flip``; zero-pad by ``pad`` pixels and crop back at a random
+    offset; colour jitter of strength ``color_jitter`` (brightness/contrast/saturation, hue a quarter
+    of it; 0 = off); after normalisation, erase a random rectangle with probability ``random_erasing``."""
+
+    flip: float = 0.5
+    pad: int = 10
+    random_erasing: float = 0.5
+    color_jitter: float = 0.0
+
+
+@dataclass
+class DistillConfig:
+    """Distillation from a frozen teacher: soft KD on logits and/or an embedding term."""
+
+    alpha: float = option(0.0, "weight of the logit KD term, tau^2 * KL (0 = off; the seed uses 0.2)")
+    tau: float = option(1.0, "KD temperature")
+    embed_weight: float = option(0.0, "weight of the embedding distillation term (distance to the teacher's "
+                                      "feature; 0 = off)", flag="--embed-distill")
+    embed_kind: str = option("cosine", "embedding KD distance", flag="--embed-distill-kind", choices=("cosine", "mse"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.alpha > 0 or self.embed_weight > 0
+
+
+@dataclass
+class TrainConfig:
+    """One run of ``engine.fit``. The fields with help text are the flags of train, compress and sweep."""
+
+    epochs: int = option(12, "training epochs")
+    batch_size: int = option(64, "P*K images per step, summed over DDP ranks")
+    k: int = option(4, "images per identity in a PK batch")
+    optimizer: str = option("adamw", "optimiser", choices=("adamw", "adam", "sgd"))
+    lr: float = option(5e-4, "peak learning rate")
+    weight_decay: float = option(0.05, "weight decay")
+    momentum: float = 0.9
+    warmup_epochs: float = option(1.0, "linear warm-up length in epochs")
+    schedule: str = option("cosine", "LR schedule after warm-up", choices=("cosine", "step", "constant"))
+    step_epochs: list[int] = field(default_factory=list)  # step schedule: x0.1 at these epochs
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = option(0.0, "ID loss label smoothing")
+    triplet_margin: float | None = option(None, "triplet margin; omit for the soft margin", flag="--margin")
+    id_weight: float = 1.0
+    triplet_weight: float = 1.0
+    qat_freeze_epochs: int = 1  # QAT, calibrated scale: freeze the scale for the last N epochs
+    eval_every: int = option(4, "evaluate (and keep the best checkpoint) every N epochs")
+    seed: int = option(0, "random seed")
+    workers: int = option(2, "data-loading worker processes")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = option(True, "disable mixed precision on CUDA", flag="--no-amp")
+    max_steps_per_epoch: int | None = option(None, "cap steps per epoch (quick runs, tests)")
+    eval_batch_size: int = 128
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def _build(klass: type, data: dict[str, Any], where: str) -> Any:

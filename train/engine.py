@@ -10,10 +10,11 @@ saves.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,54 +24,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint, write_json_atomic
+from .config import DistillConfig, TrainConfig  # defined with the other configs (no torch there)
 from .data.image_dataset import ImageDataset
 from .data.sampler import PKSampler
-from .data.transforms import AugmentConfig, collate, train_transform
+from .data.transforms import collate, train_transform
 from .evaluate import evaluate_model
 from .losses import batch_hard_triplet, cross_entropy, kd_embedding, kd_logits
 
+logger = logging.getLogger(__name__)
 
-@dataclass
-class DistillConfig:
-    """Distillation from a frozen teacher: soft KD on logits and/or an embedding term."""
-
-    alpha: float = 0.0  # weight of tau^2 * KL on classifier logits (seed: 0.2)
-    tau: float = 1.0
-    embed_weight: float = 0.0  # weight of the embedding term (ours)
-    embed_kind: str = "cosine"  # cosine | mse
-
-    @property
-    def enabled(self) -> bool:
-        return self.alpha > 0 or self.embed_weight > 0
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 12
-    batch_size: int = 64
-    k: int = 4
-    optimizer: str = "adamw"  # adamw | sgd | adam
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"  # cosine | step | constant
-    step_epochs: list[int] = field(default_factory=list)  # step schedule: x0.1 at these epochs
-    min_lr_ratio: float = 0.01
-    label_smoothing: float = 0.0
-    triplet_margin: float | None = None  # None = soft margin
-    id_weight: float = 1.0
-    triplet_weight: float = 1.0
-    qat_freeze_epochs: int = 1  # QAT, calibrated scale: freeze the scale for the last N epochs
-    eval_every: int = 4
-    seed: int = 0
-    workers: int = 2
-    device: str = "auto"
-    amp: bool = True
-    max_steps_per_epoch: int | None = None  # for smoke tests / quick runs
-    eval_batch_size: int = 128
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+__all__ = ["DistillConfig", "TrainConfig", "build_optimizer", "compute_loss", "fit", "lr_factor", "resolve_device",
+           "setup_distributed"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -240,8 +204,8 @@ def fit(model, dataset, cfg: TrainConfig, out_dir: str | Path, teacher=None, met
                 best = {**metrics, "epoch": epoch + 1}
                 save_checkpoint(model, run_dir, metadata={"train": _jsonable(asdict(cfg)), "metrics": metrics,
                                                      "epoch": epoch + 1, **(metadata or {})})
-            tqdm.write(f"epoch {epoch + 1}: loss {record.get('loss', 0):.4f}  rank-1 {metrics['rank1']:.4f}  "
-                       f"mAP {metrics['mAP']:.4f}  ({record['seconds']:.0f}s)")
+            logger.info(f"epoch {epoch + 1}: loss {record.get('loss', 0):.4f}  rank-1 {metrics['rank1']:.4f}  "
+                        f"mAP {metrics['mAP']:.4f}  ({record['seconds']:.0f}s)")
         log.write(record)
     seconds = time.time() - start
     summary = {"best": best, "train_seconds": round(seconds, 2), "steps": step, "epochs": cfg.epochs,

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from edgereid.data.atomic import write_json_atomic
 from PIL import Image
 
 SPACES = ("hsv", "rgb")
@@ -122,9 +123,7 @@ def run_baseline(dataset_name: str, root: str | Path, out: str | Path | None = N
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json_atomic(out, result)
     return result
 
 

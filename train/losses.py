@@ -38,7 +38,7 @@ def batch_hard_triplet(emb: torch.Tensor, labels: torch.Tensor, margin: float | 
 
 
 def kd_logits(student: torch.Tensor, teacher: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """tau^2 * KL(softmax(teacher/tau) || softmax(student/tau)), batch mean (ALGORITHMS.md section 3)."""
+    """tau^2 * KL(softmax(teacher/tau) || softmax(student/tau)), batch mean (Hinton et al.'s soft distillation)."""
     log_p_s = F.log_softmax(student / tau, dim=1)
     log_p_t = F.log_softmax(teacher / tau, dim=1)
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * tau * tau

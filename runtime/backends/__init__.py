@@ -14,25 +14,22 @@ import warnings
 from typing import Any
 
 from ..bundle import Bundle, BundleError
+from ..tables import BACKENDS
 from .base import Backend, BackendUnavailable
 
 __all__ = ["Backend", "BackendUnavailable", "BACKENDS", "open_backend", "backend_class", "library_version"]
 
-# name -> (our module, class, the library it needs): imported lazily so that a missing optional
-# library costs nothing; the library's import name tells whether it is installed without importing it
-BACKENDS = {
-    "onnxruntime": ("onnxruntime_backend", "OnnxRuntimeBackend", "onnxruntime"),
-    "openvino": ("openvino_backend", "OpenVinoBackend", "openvino"),
-    "tensorrt": ("tensorrt_backend", "TensorRTBackend", "tensorrt"),
-}
+# BACKENDS (runtime/tables.py): name -> our module and class, and the library it needs. Classes are
+# imported lazily, so a missing optional library costs nothing; the library's import name tells
+# whether it is installed without importing it.
 
 
 def backend_class(name: str) -> type[Backend]:
     """The Backend subclass for a backend name (its module imported now)."""
     if name not in BACKENDS:
         raise BundleError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
-    module, cls, _library = BACKENDS[name]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    info = BACKENDS[name]
+    return getattr(importlib.import_module(f"{__name__}.{info.module}"), info.cls)
 
 
 def open_backend(bundle: Bundle, backend: str | None = None, precision: str | None = None,
@@ -83,7 +80,7 @@ def library_version(name: str) -> str | None:
 
     if name not in BACKENDS:
         raise BundleError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
-    library = BACKENDS[name][2]
+    library = BACKENDS[name].library
     try:
         if importlib.util.find_spec(library) is None:
             return None

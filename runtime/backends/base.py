@@ -15,11 +15,29 @@ import numpy as np
 
 from ..bundle import Artifact, Bundle, BundleError
 
-__all__ = ["Backend", "BackendUnavailable"]
+__all__ = ["Backend", "BackendUnavailable", "run_in_batches"]
 
 
 class BackendUnavailable(RuntimeError):
     """The backend's library is not installed (or cannot run here); the message says what to install."""
+
+
+def run_in_batches(run, x: np.ndarray, max_batch: int, fixed_batch: int | None = None) -> np.ndarray:
+    """``run`` over ``x`` in chunks of at most ``max_batch`` rows, outputs stacked in order.
+
+    With ``fixed_batch`` (a graph exported with a fixed batch) every call gets exactly that many
+    rows: the last chunk is zero-padded and the padding's outputs are dropped. Every way of running
+    a graph (the backends, the exporter's runners) batches through here.
+    """
+    step = fixed_batch or max_batch
+    outs = []
+    for lo in range(0, len(x), step):
+        chunk = np.ascontiguousarray(x[lo:lo + step], dtype=np.float32)
+        rows = chunk.shape[0]
+        if fixed_batch and rows < fixed_batch:
+            chunk = np.concatenate([chunk, np.zeros((fixed_batch - rows, *chunk.shape[1:]), np.float32)])
+        outs.append(np.asarray(run(chunk))[:rows])
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
 class Backend(abc.ABC):
@@ -62,23 +80,19 @@ class Backend(abc.ABC):
         if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
             raise ValueError(f"{self.name}: input batch must have shape (n, {', '.join(map(str, self.input_shape))}), "
                              f"got {batch.shape}")
-        n = batch.shape[0]
-        dim = self.embedding_spec.dim
-        out = np.empty((n, dim), np.float32)
-        step = self.max_batch
-        for lo in range(0, n, step):
-            chunk = np.ascontiguousarray(batch[lo:lo + step], dtype=np.float32)
-            rows = chunk.shape[0]
-            if self.fixed_batch and rows < self.fixed_batch:  # pad the last chunk of a fixed-batch graph
-                pad = np.zeros((self.fixed_batch - rows, *chunk.shape[1:]), np.float32)
-                chunk = np.concatenate([chunk, pad])
+        n, dim = batch.shape[0], self.embedding_spec.dim
+        if n == 0:
+            return np.zeros((0, dim), np.float32)
+
+        def run(chunk: np.ndarray) -> np.ndarray:
             raw = np.asarray(self._run(chunk))
-            raw = raw.reshape(raw.shape[0], -1)[:rows]
-            if raw.shape != (rows, dim):
-                raise BundleError(f"{self.name} artifact {self.artifact.name!r}: output has shape {raw.shape}, "
-                                  f"the manifest's embedding.dim says ({rows}, {dim})")
-            out[lo:lo + rows] = self._to_float(raw)
-        return out
+            return raw.reshape(raw.shape[0], -1)
+
+        raw = run_in_batches(run, batch, self.max_batch, self.fixed_batch)
+        if raw.shape != (n, dim):
+            raise BundleError(f"{self.name} artifact {self.artifact.name!r}: output has shape {raw.shape}, "
+                              f"the manifest's embedding.dim says ({n}, {dim})")
+        return self._to_float(raw)
 
     def _to_float(self, raw: np.ndarray) -> np.ndarray:
         """Graph output -> float embeddings: ``codes`` outputs are integer levels times the scale."""

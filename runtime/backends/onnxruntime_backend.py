@@ -11,13 +11,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from ..bundle import Artifact, Bundle, BundleError
+from ..tables import BACKENDS
 from .base import Backend, BackendUnavailable
 
-__all__ = ["OnnxRuntimeBackend", "check_graph_metadata"]
+__all__ = ["OnnxRuntimeBackend", "check_graph_metadata", "onnxruntime_session"]
+
+
+def onnxruntime_session(path: str | Path, threads: int | None = None, providers: Sequence[str] | None = None):
+    """An ``onnxruntime.InferenceSession`` opened the way every edgereid caller opens one: all graph
+    optimisations, errors-only logging (ORT's warnings about unused initialisers are noise here), ``threads``
+    intra-op threads (None: ORT's choice), the CPU provider unless others are named. Raises
+    :class:`BackendUnavailable` when onnxruntime or a provider is missing; ORT's own errors pass through."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime is not installed ({exc}): {BACKENDS['onnxruntime'].install}") from None
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    available = ort.get_available_providers()
+    wanted = list(providers) if providers else ["CPUExecutionProvider"]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise BackendUnavailable(f"onnxruntime providers {missing} are not available here (available: {available})")
+    return ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
 
 
 def check_graph_metadata(where: str, meta: dict[str, str], bundle: Bundle) -> None:
@@ -50,25 +75,11 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, bundle: Bundle, artifact: Artifact | str | None = None, max_batch: int | None = None,
                  threads: int | None = None, providers: Sequence[str] | None = None) -> None:
         super().__init__(bundle, artifact, max_batch)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendUnavailable(f"onnxruntime is not installed ({exc}): pip install onnxruntime "
-                                     "(or onnxruntime-gpu; it is a dependency of edgereid)") from None
         path = bundle.file(self.artifact, "model")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
-        available = ort.get_available_providers()
-        wanted = list(providers) if providers else ["CPUExecutionProvider"]
-        missing = [p for p in wanted if p not in available]
-        if missing:
-            raise BackendUnavailable(f"onnxruntime providers {missing} are not available here "
-                                     f"(available: {available})")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+            self.session = onnxruntime_session(path, threads, providers)
+        except BackendUnavailable:
+            raise
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise BundleError(f"{path}: onnxruntime cannot load the model: {exc}") from None
         self._check_graph(str(path))

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Artifact, Bundle, BundleError
+from ..tables import BACKENDS
 from .base import Backend, BackendUnavailable
 from .onnxruntime_backend import check_graph_metadata
 
-__all__ = ["OpenVinoBackend", "import_openvino"]
+__all__ = ["OpenVinoBackend", "import_openvino", "openvino_config"]
 
 
 def import_openvino():
@@ -31,8 +32,23 @@ def import_openvino():
         import openvino
     except ImportError as exc:
         raise BackendUnavailable(f"the OpenVINO backend needs openvino, which is not installed ({exc}): "
-                                 "pip install edgereid[openvino]") from None
+                                 f"{BACKENDS['openvino'].install}") from None
     return openvino
+
+
+def openvino_config(inference_precision: str | None = None, threads: int | None = None,
+                    performance_hint: str | None = "LATENCY", extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``compile_model`` config every edgereid caller uses: latency hint, the inference precision
+    (``f32`` keeps float graphs exact on CPUs that default to bf16), ``threads`` inference threads."""
+    cfg: dict[str, Any] = {}
+    if performance_hint:
+        cfg["PERFORMANCE_HINT"] = performance_hint
+    if inference_precision:
+        cfg["INFERENCE_PRECISION_HINT"] = inference_precision
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    cfg.update(extra or {})
+    return cfg
 
 
 class OpenVinoBackend(Backend):
@@ -53,17 +69,9 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(xml), str(weights) if weights else None)
         except Exception as exc:
             raise BundleError(f"{xml}: OpenVINO cannot read the model: {exc}") from None
-        cfg: dict[str, Any] = {}
-        if performance_hint:
-            cfg["PERFORMANCE_HINT"] = performance_hint
         if inference_precision is None and self.artifact.precision in ("fp32", "f32", "float32"):
             inference_precision = "f32"
-        if inference_precision:
-            cfg["INFERENCE_PRECISION_HINT"] = inference_precision
-        if threads:
-            cfg["INFERENCE_NUM_THREADS"] = int(threads)
-        cfg.update(config or {})
-        self.config = cfg
+        self.config = cfg = openvino_config(inference_precision, threads, performance_hint, config)
         self._check_model(str(xml), model)
         try:
             self.compiled = core.compile_model(model, device, cfg)

@@ -1,4 +1,4 @@
-"""Embedding compression (ALGORITHMS.md section 2, the paper arXiv 2405.14730).
+"""Embedding compression (the paper arXiv 2405.14730).
 
 - ``sizes``: the compressed sizes (ratios of d) and bytes-per-embedding accounting.
 - ``convert``: model surgery (slice / low-rank heads from a dense model, other quantisation settings).

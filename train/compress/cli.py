@@ -9,32 +9,21 @@ import shlex
 import sys
 from pathlib import Path
 
+from edgereid.data.flags import add_options, options_from_args
+
 from ..cli_common import add_data_arguments, add_model_arguments, add_training_arguments
+from .methods import METHODS, CompressConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="train one compressed-embedding model (slice, low-rank, dim pruning; int8 QAT/PTQ)",
-                       description="Train one compressed-embedding ReID model (ALGORITHMS.md section 2) and evaluate "
+                       description="Train one compressed-embedding ReID model (arXiv 2405.14730) and evaluate "
                                    "it through the int8/4-bit/1-bit codec. slice/lowrank train from scratch, or "
                                    "fine-tune from --init-from; prune needs --init-from (a dense checkpoint).")
     add_data_arguments(p)
     add_model_arguments(p)
     add_training_arguments(p)
-    g = p.add_argument_group("compression")
-    g.add_argument("--method", required=True, choices=["slice", "lowrank", "prune"],
-                   help="slice: first K dims of the cls token; lowrank: e = A^T f; prune: iterative dimension pruning")
-    g.add_argument("--dim", type=int, required=True, help="compressed embedding size K")
-    g.add_argument("--bits", type=int, default=32, choices=[32, 8, 4, 1],
-                   help="embedding code width: 32 = float; 8/4 = integer codes; 1 = sign bits (default 32)")
-    g.add_argument("--qat", action="store_true", help="quantisation-aware training (else --bits < 32 is post-training)")
-    g.add_argument("--scale-mode", default="calibrated", choices=["calibrated", "learned"],
-                   help="QAT scale: calibrated running percentile (frozen late) or learned (LSQ)")
-    g.add_argument("--init-from", default=None,
-                   help="dense checkpoint to start from (required for prune; slice/lowrank then fine-tune)")
-    g.add_argument("--base-epochs", type=int, default=None,
-                   help="prune: the original epochs each stage takes --stage-fraction of (default: the dense run's)")
-    g.add_argument("--stage-fraction", type=float, default=0.2,
-                   help="prune: retraining per stage as a fraction of the original epochs (default 0.2)")
+    add_options(p.add_argument_group("compression"), CompressConfig, required=("method", "dim"))
     p.add_argument("--out", required=True, help="run folder: the final checkpoint, compress.json, training logs")
     p.set_defaults(func=cmd_compress)
 
@@ -48,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
     g.add_argument("--dense-ckpt", default=None, help="use this trained dense checkpoint instead of training one")
-    g.add_argument("--methods", nargs="+", default=["slice", "lowrank", "prune"],
-                   choices=["slice", "lowrank", "prune"], help="methods to sweep (default all three)")
+    g.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                   help=f"methods to sweep (default all: {' '.join(METHODS)})")
     g.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="compressed dims (default: 3/4, 5/8, 1/2, 1/4, 1/12, 1/24 of d, plus --extra-dims)")
     g.add_argument("--extra-dims", type=int, nargs="*", default=[32],
@@ -74,13 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from ..cli_common import train_config_from_args
-    from ..data import build_dataset
-    from .methods import CompressConfig, compress
+    from edgereid.data import build_dataset
 
-    cfg = CompressConfig(method=args.method, dim=args.dim, bits=args.bits, qat=args.qat, init_from=args.init_from,
-                         scale_mode=args.scale_mode, base_epochs=args.base_epochs, stage_fraction=args.stage_fraction,
-                         model=args.model, img_size=tuple(args.img), pretrained=args.pretrained)
+    from ..cli_common import train_config_from_args
+    from .methods import compress
+
+    cfg = options_from_args(CompressConfig, args, model=args.model, img_size=tuple(args.img), pretrained=args.pretrained)
     cfg.validate()  # fail on bad flags before loading any data
     if args.init_from and not (Path(args.init_from) / "config.json").is_file():
         raise FileNotFoundError(f"--init-from {args.init_from}: not a checkpoint folder (no config.json)")
@@ -104,8 +92,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--report-only: {path} does not exist (run the sweep first)")
         data = json.loads(path.read_text())
     else:
+        from edgereid.data import build_dataset
+
         from ..cli_common import train_config_from_args
-        from ..data import build_dataset
         from .sweep import VARIANTS, SweepConfig, run_sweep
 
         variants = tuple(args.variants or VARIANTS)

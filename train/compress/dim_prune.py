@@ -1,4 +1,4 @@
-"""Iterative dimension pruning of the embedding (ALGORITHMS.md section 2, the paper's "iterative
+"""Iterative dimension pruning of the embedding (arXiv 2405.14730's "iterative
 structured pruning").
 
 Score each embedding dimension j by the L2 (Frobenius) norm of coordinate j over the training set's

@@ -1,6 +1,6 @@
 """Train one compressed-embedding model (what ``edgereid compress`` runs).
 
-Methods (ALGORITHMS.md section 2):
+Methods (arXiv 2405.14730), one entry each of ``METHODS``:
 - ``slice`` / ``lowrank``: from scratch (the paper: the head is in place from initialisation), or,
   with ``init_from``, fine-tuned from a dense checkpoint (the head starts as the slice of the dense
   model, BNNeck rows and classifier columns carried over).
@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import load_model, read_config, save_checkpoint, write_json_atomic
+from edgereid.data.atomic import write_json_atomic
+from edgereid.data.flags import option
+
 from ..config import BackboneConfig, EmbeddingConfig, ModelConfig
-from ..engine import TrainConfig, fit, resolve_device
-from ..models import build_model
-from .convert import lowrank_from, slice_from, with_embedding
-from .dim_prune import PruneSchedule, dense_train_seconds, iterative_prune
-from .evaluate_codes import evaluate_model_codes
-from .ptq import ptq_model
-from .qat import prepare_qat
 from .sizes import bytes_per_embedding, compression_ratio, prune_walk
 
-METHODS = ("slice", "lowrank", "prune")
+if TYPE_CHECKING:
+    from ..engine import TrainConfig
+
+# The torch side (checkpoint, engine, models, convert, dim_prune, ...) is imported inside the functions:
+# ``edgereid --help`` and the CLI choices read METHODS without loading torch.
 
 
 @dataclass
@@ -41,14 +41,19 @@ class CompressConfig:
         dense checkpoint's own training epochs).
     """
 
-    method: str = "slice"
-    dim: int = 32
-    bits: int = 32
-    qat: bool = False
-    init_from: str | None = None
-    scale_mode: str = "calibrated"
-    base_epochs: int | None = None
-    stage_fraction: float = 0.2
+    method: str = option("slice", lambda: "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()),
+                         choices=lambda: list(METHODS))
+    dim: int = option(32, "compressed embedding size K")
+    bits: int = option(32, "embedding code width: 32 = float; 8/4 = integer codes; 1 = sign bits",
+                       choices=(32, 8, 4, 1))
+    qat: bool = option(False, "quantisation-aware training (else --bits < 32 is post-training)")
+    init_from: str | None = option(None, "dense checkpoint to start from (required for prune; slice/lowrank then "
+                                         "fine-tune)")
+    scale_mode: str = option("calibrated", "QAT scale: calibrated running percentile (frozen late) or learned (LSQ)",
+                             choices=("calibrated", "learned"))
+    base_epochs: int | None = option(None, "prune: the original epochs each stage takes --stage-fraction of "
+                                           "(default: the dense run's)")
+    stage_fraction: float = option(0.2, "prune: retraining per stage as a fraction of the original epochs")
     model: str = "vit_tiny"
     img_size: tuple[int, int] = (256, 128)
     pretrained: str | None = None
@@ -56,62 +61,138 @@ class CompressConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"compression method {self.method!r}: expected one of {', '.join(METHODS)}")
+        method = METHODS[self.method]
         if self.bits not in (32, 8, 4, 1):
             raise ValueError(f"--bits {self.bits}: expected 32, 8, 4 or 1")
         if self.qat and self.bits == 32:
             raise ValueError("--qat needs --bits 8, 4 or 1")
-        if self.method == "prune" and not self.init_from:
-            raise ValueError("--method prune starts from a trained dense model: pass --init-from DENSE_CKPT")
+        if method.needs_dense and not self.init_from:
+            raise ValueError(f"--method {method.name} starts from a trained dense model: pass --init-from DENSE_CKPT")
         if self.dim < 1:
             raise ValueError(f"--dim must be >= 1, got {self.dim}")
 
 
 def _dense_epochs(ckpt: str | Path) -> int:
+    from ..checkpoint import read_config
+
     train = read_config(ckpt).get("train", {})
     if "epochs" not in train:
         raise ValueError(f"{ckpt}/config.json has no train.epochs: pass --base-epochs for the pruning budget")
     return int(train["epochs"])
 
 
+@dataclass
+class _Run:
+    """One ``compress`` call, as the method strategies see it."""
+
+    cfg: CompressConfig
+    dataset: Any
+    tcfg: TrainConfig
+    out: Path
+    device: Any
+    meta: dict[str, Any]
+
+    def to_qat(self, model):
+        from .qat import prepare_qat
+
+        return prepare_qat(model.to(self.device), self.dataset.train, self.cfg.bits, self.cfg.scale_mode,
+                           self.tcfg.eval_batch_size, self.device)
+
+
+@dataclass
+class _Trained:
+    model: Any
+    start_seconds: float  # training time already spent on the model it started from
+    own_seconds: float
+    stages: list[dict[str, Any]] | None = None
+
+
+def _train_head(method: CompressionMethod, r: _Run) -> _Trained:
+    """A compression head (slice, low-rank) fine-tuned from the dense checkpoint, or trained from scratch."""
+    from ..checkpoint import load_model
+    from ..engine import fit
+    from ..models import build_model
+    from .convert import with_embedding
+    from .dim_prune import dense_train_seconds
+
+    cfg, t0, start_seconds = r.cfg, time.time(), 0.0
+    if cfg.init_from:
+        dense = load_model(cfg.init_from)
+        start_seconds = dense_train_seconds(cfg.init_from)
+        model = method.from_dense(dense, cfg.dim)
+    else:
+        mcfg = ModelConfig(backbone=BackboneConfig.for_size(cfg.model, img_size=tuple(cfg.img_size)),
+                           embedding=EmbeddingConfig(kind=method.name, dim=cfg.dim),
+                           num_classes=r.dataset.num_train_pids)
+        model = build_model(mcfg, pretrained=cfg.pretrained)
+    if cfg.qat:
+        model = r.to_qat(model) if cfg.init_from else with_embedding(model, bits=cfg.bits, qat=True,
+                                                                     scale_mode=cfg.scale_mode)
+    fit(model, r.dataset, r.tcfg, r.out / "train", metadata=r.meta)
+    return _Trained(load_model(r.out / "train").to(r.device), start_seconds, time.time() - t0)
+
+
+def _dim_prune(method: CompressionMethod, r: _Run) -> _Trained:
+    """Iterative dimension pruning from the dense checkpoint, down the paper's sizes to ``dim``."""
+    from ..checkpoint import load_model
+    from .dim_prune import PruneSchedule, dense_train_seconds, iterative_prune
+
+    cfg = r.cfg
+    dense = load_model(cfg.init_from)
+    start_seconds = dense_train_seconds(cfg.init_from)
+    schedule = PruneSchedule(prune_walk(dense.cfg.feature_dim, cfg.dim), cfg.base_epochs or _dense_epochs(cfg.init_from),
+                             cfg.stage_fraction)
+    records = iterative_prune(dense, r.dataset, schedule, r.tcfg, r.out / "stages", start_seconds=start_seconds,
+                              metadata=r.meta, prepare=r.to_qat if cfg.qat else None)
+    stages = [{k: rec[k] for k in ("dim", "stage_train_seconds", "total_train_seconds")} for rec in records]
+    return _Trained(load_model(records[-1]["ckpt"]).to(r.device), start_seconds,
+                    float(records[-1]["total_train_seconds"]) - start_seconds, stages)
+
+
+def _slice_from(dense, dim: int):
+    from .convert import slice_from
+
+    return slice_from(dense, dim)
+
+
+def _lowrank_from(dense, dim: int):
+    from .convert import lowrank_from
+
+    return lowrank_from(dense, dim)
+
+
+@dataclass(frozen=True)
+class CompressionMethod:
+    """One way to compress the embedding: an entry of ``METHODS`` (CLI choices and the sweep read it)."""
+
+    name: str
+    help: str
+    needs_dense: bool  # starts from a trained dense checkpoint (--init-from is required)
+    train: Callable[[CompressionMethod, _Run], _Trained]
+    from_dense: Callable[[Any, int], Any] | None = None  # dense model, dim -> the model with this head
+
+
+METHODS: dict[str, CompressionMethod] = {m.name: m for m in (
+    CompressionMethod("slice", "the first K dimensions of the cls token", False, _train_head, _slice_from),
+    CompressionMethod("lowrank", "a learnable projection e = A^T f", False, _train_head, _lowrank_from),
+    CompressionMethod("prune", "iterative dimension pruning of a dense model", True, _dim_prune),
+)}
+
+
 def compress(cfg: CompressConfig, dataset, tcfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train the compressed model, write its checkpoint and ``compress.json`` to ``out_dir``; return the record."""
+    from ..checkpoint import save_checkpoint
+    from ..engine import resolve_device
+    from .evaluate_codes import evaluate_model_codes
+    from .ptq import ptq_model
+
     cfg.validate()
     out = Path(out_dir)
     device = resolve_device(tcfg.device)
     meta = {"compress_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}}
-    start_seconds = 0.0
-    t0 = time.time()
-
-    def to_qat(m):
-        return prepare_qat(m.to(device), dataset.train, cfg.bits, cfg.scale_mode, tcfg.eval_batch_size, device)
-
-    if cfg.method == "prune":
-        dense = load_model(cfg.init_from)
-        start_seconds = dense_train_seconds(cfg.init_from)
-        d = dense.cfg.feature_dim
-        schedule = PruneSchedule(prune_walk(d, cfg.dim), cfg.base_epochs or _dense_epochs(cfg.init_from),
-                                 cfg.stage_fraction)
-        records = iterative_prune(dense, dataset, schedule, tcfg, out / "stages", start_seconds=start_seconds,
-                                  metadata=meta, prepare=to_qat if cfg.qat else None)
-        model = load_model(records[-1]["ckpt"]).to(device)
-        own_seconds = float(records[-1]["total_train_seconds"]) - start_seconds
-        stages = [{k: r[k] for k in ("dim", "stage_train_seconds", "total_train_seconds")} for r in records]
-    else:
-        if cfg.init_from:
-            dense = load_model(cfg.init_from)
-            start_seconds = dense_train_seconds(cfg.init_from)
-            model = slice_from(dense, cfg.dim) if cfg.method == "slice" else lowrank_from(dense, cfg.dim)
-        else:
-            mcfg = ModelConfig(backbone=BackboneConfig.for_size(cfg.model, img_size=tuple(cfg.img_size)),
-                               embedding=EmbeddingConfig(kind=cfg.method, dim=cfg.dim), num_classes=dataset.num_train_pids)
-            model = build_model(mcfg, pretrained=cfg.pretrained)
-        if cfg.qat:
-            model = to_qat(model) if cfg.init_from else with_embedding(model, bits=cfg.bits, qat=True,
-                                                                       scale_mode=cfg.scale_mode)
-        fit(model, dataset, tcfg, out / "train", metadata=meta)
-        model = load_model(out / "train").to(device)
-        own_seconds = time.time() - t0
-        stages = None
+    method = METHODS[cfg.method]
+    trained = method.train(method, _Run(cfg, dataset, tcfg, out, device, meta))
+    model, start_seconds, own_seconds, stages = trained.model, trained.start_seconds, trained.own_seconds, trained.stages
     if cfg.bits < 32 and not cfg.qat:
         model = ptq_model(model, dataset.train, cfg.bits, tcfg.eval_batch_size, device)
     total = start_seconds + own_seconds
@@ -130,4 +211,3 @@ def compress(cfg: CompressConfig, dataset, tcfg: TrainConfig, out_dir: str | Pat
                                                                               "train_seconds", "total_train_seconds")}})
     write_json_atomic(out / "compress.json", record)
     return record
-

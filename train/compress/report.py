@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from edgereid.data.atomic import write_text_atomic
+
 METHOD_ORDER = ("full", "slice", "lowrank", "prune")
 VARIANT_ORDER = ("float32", "int8-ptq", "int8-qat", "4bit-ptq", "1bit-ptq", "1bit-ptq+int8-rerank")
 STYLE = {"float32": "-", "int8-ptq": "--", "int8-qat": ":", "4bit-ptq": "-.", "1bit-ptq": (0, (1, 3)),
@@ -141,5 +143,5 @@ def write_report(data: dict[str, Any], out: Path, md_path: Path | None = None, p
         plot(data["records"], png_path)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     rel = png_path.name if png_path.parent.resolve() == md_path.parent.resolve() else str(png_path)
-    md_path.write_text(markdown(data, rel if data["records"] else None, command) + "\n")
+    write_text_atomic(md_path, markdown(data, rel if data["records"] else None, command) + "\n")
     return md_path, png_path

@@ -1,4 +1,4 @@
-"""Compressed embedding sizes and storage accounting (ALGORITHMS.md section 2).
+"""Compressed embedding sizes and storage accounting (arXiv 2405.14730).
 
 The paper's six sizes for d = 768 are 576, 480, 384, 192, 64 and 32 dims: the ratios 3/4, 5/8,
 1/2, 1/4, 1/12 and 1/24 of d. For another width the same ratios are used (rounded, at least 1).

@@ -31,9 +31,9 @@ from ..checkpoint import load_model, read_config, write_json_atomic
 from ..config import BackboneConfig, ModelConfig
 from ..engine import TrainConfig, fit, resolve_device
 from ..models import build_model
-from .convert import lowrank_from, slice_from
 from .dim_prune import PruneSchedule, iterative_prune
 from .evaluate_codes import evaluate_embeddings, evaluate_model_codes
+from .methods import METHODS
 from .ptq import calibrate_scale, normalised_embeddings
 from .qat import QATConfig, qat_finetune
 from .sizes import bytes_per_embedding, paper_sizes
@@ -67,7 +67,7 @@ class SweepConfig:
     pretrained: str | None = None
     epochs: int = 30
     dense_ckpt: str | None = None
-    methods: tuple[str, ...] = ("slice", "lowrank", "prune")
+    methods: tuple[str, ...] = tuple(METHODS)
     sizes: list[int] | None = None
     extra_dims: list[int] = field(default_factory=lambda: [32])
     variants: tuple[str, ...] = tuple(VARIANTS)
@@ -271,7 +271,7 @@ class Sweep:
                 model = build_model(mcfg, pretrained=self.cfg.pretrained)
                 tcfg = self.cfg.train
             else:
-                model = slice_from(dense, dim) if method == "slice" else lowrank_from(dense, dim)
+                model = METHODS[method].from_dense(dense, dim)
                 tcfg = dataclasses.replace(self.cfg.train, epochs=self.cfg.finetune_epochs, eval_every=0,
                                            warmup_epochs=0.0, lr=self.cfg.train.lr * self.cfg.finetune_lr_scale)
             summary = fit(model, self.dataset, tcfg, run_dir, metadata={"sweep": {"method": method, "dim": dim}})

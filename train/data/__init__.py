@@ -1,12 +1,10 @@
-"""Data for edgereid: data set loaders behind a registry and the synthetic ReID generator.
+"""The torch side of the data: PK sampler, torch Dataset, transforms (their own modules).
 
-Everything imported here is numpy + Pillow only (no torch), so loading and generating data is
-fast and testable without the training stack. The torch-side pieces (``sampler``,
-``image_dataset``, ``transforms``) are imported from their own modules.
+The data set readers and the synthetic generator are ``edgereid.data``; their names are
+re-exported here for code written against ``edgereid.train.data``.
 """
 
-from . import prw as _prw  # noqa: F401  (registers the "prw" loader)
-from .datasets import (
+from edgereid.data import (
     DatasetLayoutError,
     Record,
     ReIDDataset,
@@ -15,24 +13,11 @@ from .datasets import (
     register_dataset,
 )
 
-
-def __getattr__(name: str):
-    # the generator is imported on first use, so `python -m edgereid.train.data.synth` runs cleanly
-    if name in ("SynthConfig", "generate", "preview"):
-        from . import synth
-
-        return getattr(synth, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "DatasetLayoutError",
     "Record",
     "ReIDDataset",
-    "SynthConfig",
     "build_dataset",
-    "generate",
     "list_datasets",
-    "preview",
     "register_dataset",
 ]

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torchvision import transforms as T
+
+from ..config import AugmentConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-@dataclass
-class AugmentConfig:
-    flip: float = 0.5
-    pad: int = 10
-    random_erasing: float = 0.5
-    color_jitter: float = 0.0
+__all__ = ["AugmentConfig", "IMAGENET_MEAN", "IMAGENET_STD", "collate", "eval_transform", "train_transform"]
 
 
 def train_transform(img_size: tuple[int, int], aug: AugmentConfig | None = None,

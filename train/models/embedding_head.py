@@ -1,4 +1,4 @@
-"""Embedding compression heads (ALGORITHMS.md section 2).
+"""Embedding compression heads (slice, low-rank, selected dimensions).
 
 Each head maps the backbone feature f (width d) to ``(e, n)``: ``e`` the deployable embedding the
 triplet loss sees, ``n`` what feeds the BNNeck and the ID classifier.

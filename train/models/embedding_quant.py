@@ -1,4 +1,4 @@
-"""Fake quantisation of the L2-normalised embedding (int8 QAT, ALGORITHMS.md section 2).
+"""Fake quantisation of the L2-normalised embedding (int8 QAT).
 
 q = clamp(round(e / s), -Q, Q), e_hat = s * q with Q = 2^(bits-1) - 1 (127 for int8, 7 for 4-bit);
 1-bit codes are signs (e_hat = s * sign(e)). Gradients pass straight through inside the clamp range

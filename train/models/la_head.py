@@ -10,7 +10,7 @@ no stripe dominates the distance; it is large (R * d) and is what the embedding 
 
 Export: every reduction is a ``sum`` times a constant (no ``mean(dim)`` / ``norm``), because the
 dynamo ONNX exporter cannot bring ReduceMean/ReduceL2 with axis inputs down to opset 17
-(TOOLCHAIN.md). All shapes are fixed by ``grid``.
+(it leaves the graph at opset 18). All shapes are fixed by ``grid``.
 """
 
 from __future__ import annotations

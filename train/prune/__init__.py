@@ -1,4 +1,4 @@
-"""Attention-map-guided ViT pruning (ALGORITHMS.md section 3, seed 003).
+"""Attention-map-guided ViT pruning (seed 003).
 
 Modules, one job each: ``statistics`` (the gathering pass), ``head_entropy`` (which heads go and
 their physical removal), ``token_kv`` (image-independent key/value position pruning),

@@ -6,14 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli_common import add_data_arguments, add_distill_arguments
+from edgereid.data.flags import add_options, options_from_args
 
+from ..cli_common import add_data_arguments, add_distill_arguments, distill_config_from_args
+from ..config import TrainConfig
+from .config import PruneConfig
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated block indices, e.g. 3,6,9") from None
+# the training flags a pruning run takes (lr and weight decay are PruneConfig's: every stage uses Adam at them)
+_TRAIN_FLAGS = ("batch_size", "k", "eval_every", "workers", "device", "seed", "max_steps_per_epoch")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,37 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Writes the pruned checkpoint, prune_log.jsonl and prune_summary.json to --out.")
     p.add_argument("--ckpt", required=True, help="the trained dense checkpoint folder (also the distillation teacher)")
     add_data_arguments(p)
-    p.add_argument("--mode", default="tokens-kv", choices=["heads", "tokens-kv", "tokens-drop", "heads+tokens"],
-                   help="what to prune: attention heads by entropy, kv token positions by Taylor score, dropped "
-                        "tokens (top-k by cls attention), or heads then tokens (default tokens-kv)")
-    p.add_argument("--rate", type=float, default=0.4,
-                   help="fraction pruned: of all heads (heads), of all layer x patch key positions (tokens-kv), "
-                        "of the patch tokens at each drop layer (tokens-drop) (default 0.4)")
-    p.add_argument("--token-rate", type=float, default=None,
-                   help="heads+tokens: the token stage's rate (default: --rate)")
-    p.add_argument("--token-form", default="kv", choices=["kv", "drop"],
-                   help="heads+tokens: token stage form, kv (the seed's) or drop (shortens the sequence) (default kv)")
-    p.add_argument("--drop-layers", type=_int_list, default=None,
-                   help="0-based blocks that drop tokens (default: depth/4, depth/2, 3*depth/4 = 3,6,9 for 12 blocks)")
-    p.add_argument("--iterations", type=int, default=1, help="prune + fine-tune rounds per stage (default 1)")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after each round (default 0)")
-    p.add_argument("--final-epochs", type=int, default=10, help="fine-tuning epochs after the last round (default 10)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of every fine-tuning stage (default 1e-4)")
-    p.add_argument("--weight-decay", type=float, default=1e-3, help="Adam weight decay (default 1e-3)")
-    p.add_argument("--final-step-epochs", type=_int_list, default=None,
-                   help="final-stage epochs where the lr drops x0.1 (default: at 70%% of the final stage)")
-    p.add_argument("--stats-batches", type=int, default=None,
-                   help="cap on the gathering pass's batches (default: the whole training split)")
-    p.add_argument("--no-round-eval", action="store_true",
-                   help="skip evaluating the dense model and each round without fine-tuning (saves time)")
-    g = p.add_argument_group("fine-tuning batches and devices")
-    g.add_argument("--batch-size", type=int, default=64, help="P*K images per step (default 64)")
-    g.add_argument("--k", type=int, default=4, help="images per identity in a PK batch (default 4)")
-    g.add_argument("--eval-every", type=int, default=2, help="final stage: evaluate and keep the best every N epochs")
-    g.add_argument("--workers", type=int, default=2, help="data-loading worker processes (default 2)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--seed", type=int, default=0, help="random seed")
-    g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs, tests)")
+    add_options(p, PruneConfig)
+    add_options(p.add_argument_group("fine-tuning batches and devices"), TrainConfig, only=_TRAIN_FLAGS,
+                defaults={"eval_every": 2})
     add_distill_arguments(p)
     p.add_argument("--out", required=True, help="run folder for the pruned checkpoint and logs")
     p.set_defaults(func=cmd_prune)
@@ -71,16 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model, read_config
-    from ..data import build_dataset
-    from ..engine import DistillConfig, TrainConfig
-    from .schedule import PruneConfig, run_pruning
+    from edgereid.data import build_dataset
 
-    pcfg = PruneConfig(mode=args.mode, rate=args.rate, token_rate=args.token_rate, token_form=args.token_form,
-                       iterations=args.iterations, finetune_epochs=args.finetune_epochs,
-                       final_epochs=args.final_epochs, drop_layers=args.drop_layers, lr=args.lr,
-                       weight_decay=args.weight_decay, final_step_epochs=args.final_step_epochs,
-                       stats_batches=args.stats_batches, eval_rounds=not args.no_round_eval)
+    from ..checkpoint import load_model, read_config
+    from .schedule import run_pruning
+
+    pcfg = options_from_args(PruneConfig, args)
     pcfg.validate()
     read_config(args.ckpt)  # a clear error for a folder that is not a checkpoint
     dataset = build_dataset(args.dataset, args.data)
@@ -88,12 +56,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if model.cfg.num_classes != dataset.num_train_pids:
         raise ValueError(f"{args.ckpt} was trained with {model.cfg.num_classes} identities but {args.data} has "
                          f"{dataset.num_train_pids}: prune on the data set the checkpoint was trained on")
-    tcfg = TrainConfig(batch_size=args.batch_size, k=args.k, eval_every=args.eval_every, workers=args.workers,
-                       device=args.device, seed=args.seed, max_steps_per_epoch=args.max_steps_per_epoch)
+    tcfg = options_from_args(TrainConfig, args, only=_TRAIN_FLAGS)
     teacher = None
-    if args.distill == "soft" or args.embed_distill > 0:
-        tcfg.distill = DistillConfig(alpha=args.alpha if args.distill == "soft" else 0.0, tau=args.tau,
-                                     embed_weight=args.embed_distill, embed_kind=args.embed_distill_kind)
+    if args.distill == "soft" or args.embed_weight > 0:
+        tcfg.distill = distill_config_from_args(args)
         teacher = load_model(args.ckpt)  # the frozen dense copy
     out = Path(args.out)
     d = tcfg.distill

@@ -20,11 +20,10 @@ machine: compare models measured in the same process.
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
 import torch
+from edgereid.runtime.timing import latency_stats, time_calls
 from torch import nn
 
 from ..models.attention import PrunableAttention
@@ -95,7 +94,7 @@ def count_macs(model) -> dict[str, Any]:
 
 @torch.inference_mode()
 def measure_latency(model, runs: int = 50, warmup: int = 10, threads: int | None = None) -> dict[str, Any]:
-    """Median / p90 wall time of one eval forward at batch 1 on the CPU, in milliseconds."""
+    """Median / p90 / min wall time and median CPU time of one eval forward at batch 1 on the CPU, in ms."""
     model = getattr(model, "module", model)
     old_threads = torch.get_num_threads()
     if threads:
@@ -105,22 +104,13 @@ def measure_latency(model, runs: int = 50, warmup: int = 10, threads: int | None
     h, w = model.cfg.backbone.img_size
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     try:
-        for _ in range(warmup):
-            model(x)
-        times, cpu = [], []
-        for _ in range(runs):
-            c0, t0 = time.process_time(), time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1000.0)
-            cpu.append((time.process_time() - c0) * 1000.0)
+        wall, cpu = time_calls(lambda _i: model(x), runs, warmup)
     finally:
         model.train(was_training)
         torch.set_num_threads(old_threads)
-    times.sort()
-    return {"median_ms": round(statistics.median(times), 4), "p90_ms": round(times[int(0.9 * (len(times) - 1))], 4),
-            "min_ms": round(times[0], 4), "cpu_median_ms": round(statistics.median(cpu), 4), "runs": runs,
-            "threads": threads or old_threads, "batch": 1,
-            "engine": "torch eager fp32"}
+    stats = latency_stats(wall, cpu_seconds=cpu)
+    return {**{k: round(stats[k], 4) for k in ("median_ms", "p90_ms", "min_ms", "cpu_median_ms")}, "runs": runs,
+            "threads": threads or old_threads, "batch": 1, "engine": "torch eager fp32"}
 
 
 def model_cost(model, latency_runs: int = 50, threads: int | None = None) -> dict[str, Any]:

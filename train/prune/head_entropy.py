@@ -1,4 +1,4 @@
-"""Head pruning by attention entropy (ALGORITHMS.md section 3, seed 003).
+"""Head pruning by attention entropy (seed 003).
 
 A head whose data-averaged attention map is nearly uniform (high entropy) mixes tokens without
 selecting any: it carries little and is removed first. Scores are the entropy of the mean map,

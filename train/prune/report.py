@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from edgereid.data.atomic import write_text_atomic
+from edgereid.runtime.timing import latency_stats, time_calls
 
 from ..checkpoint import load_model, read_config, write_json_atomic
 from .cost import count_macs, count_params
@@ -51,15 +51,14 @@ def interleaved_latency(models: dict[str, Any], rounds: int = 5, runs: int = 20,
     try:
         for _ in range(rounds):
             for k, m in models.items():
-                for _ in range(runs):
-                    c0, t0 = time.process_time(), time.perf_counter()
-                    m(inputs[k])
-                    times[k].append((time.perf_counter() - t0) * 1000.0)
-                    cpu[k].append((time.process_time() - c0) * 1000.0)
+                wall, cpu_s = time_calls(lambda _i, m=m, k=k: m(inputs[k]), runs)
+                times[k] += wall
+                cpu[k] += cpu_s
     finally:
         torch.set_num_threads(old)
-    return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "cpu_median_ms": statistics.median(cpu[k]),
-                "runs": len(v), "threads": threads or old} for k, v in times.items()}
+    stats = {k: latency_stats(v, cpu_seconds=cpu[k]) for k, v in times.items()}
+    return {k: {"median_ms": s["median_ms"], "min_ms": s["min_ms"], "cpu_median_ms": s["cpu_median_ms"],
+                "runs": s["calls"], "threads": threads or old} for k, s in stats.items()}
 
 
 def describe(label: str, ckpt: Path) -> tuple[dict[str, Any], Any]:
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         r["latency"] = lat[str(i)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows, args.title, args.note, [name for name, _ in splits]))
+    write_text_atomic(out, markdown(rows, args.title, args.note, [name for name, _ in splits]))
     print(out.read_text())
     print(f"wrote {out}")
     if args.json:

@@ -1,4 +1,4 @@
-"""The iterative prune + fine-tune schedule (ALGORITHMS.md section 3).
+"""The iterative prune + fine-tune schedule (seed 003).
 
 Per stage: ``iterations`` rounds of {gathering pass (heads, kv) ; prune ; ``finetune_epochs``
 epochs}, then, after the last stage, ``final_epochs`` epochs with a x0.1 step decay. Every
@@ -17,75 +17,24 @@ round (what was removed, the structure after it, the fine-tuning log, metrics); 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import save_checkpoint, write_json_atomic
 from ..engine import DistillConfig, TrainConfig, fit, resolve_device
 from ..evaluate import evaluate_model
-from .head_entropy import prune_heads_by_entropy, split_over_rounds, total_heads_to_prune
+from .config import PruneConfig
+from .modes import STAGES
 from .statistics import gather_statistics
-from .token_drop_plan import apply_drop_plan, default_drop_layers, keep_for_rate, tokens_kept
-from .token_kv import prune_kv_by_taylor, total_positions_to_prune
+from .token_drop_plan import tokens_kept
 
-MODES = ("heads", "tokens-kv", "tokens-drop", "heads+tokens")
-
-
-@dataclass
-class PruneConfig:
-    """What to prune and how long to fine-tune (defaults: the seed's token recipe).
-
-    mode: heads | tokens-kv | tokens-drop | heads+tokens.
-    rate: fraction pruned: of all heads (heads), of all layer x patch key positions (kv), of the
-        patch tokens at each drop layer (drop). ``token_rate`` is the token stage's rate in
-        ``heads+tokens`` (default: ``rate``), ``token_form`` its form (kv as in the seed, or drop).
-    stats_batches: cap on the gathering pass's batches (None = the whole training split).
-    final_step_epochs: epochs of the final stage at which the lr is multiplied by 0.1
-        (None = once, at 70 % of the final stage).
-    """
-
-    mode: str = "tokens-kv"
-    rate: float = 0.4
-    token_rate: float | None = None
-    token_form: str = "kv"
-    iterations: int = 1
-    finetune_epochs: int = 0
-    final_epochs: int = 10
-    drop_layers: list[int] | None = None
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
-    final_step_epochs: list[int] | None = None
-    stats_batches: int | None = None
-    eval_rounds: bool = True
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"prune mode {self.mode!r}: expected one of {', '.join(MODES)}")
-        if self.token_form not in ("kv", "drop"):
-            raise ValueError(f"token form {self.token_form!r}: expected kv or drop")
-        for name in ("rate", "token_rate"):
-            v = getattr(self, name)
-            if v is not None and not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {v}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-        if self.finetune_epochs < 0 or self.final_epochs < 0:
-            raise ValueError("finetune_epochs and final_epochs must be >= 0")
-
-    def stages(self) -> list[tuple[str, float]]:
-        """(stage kind, rate) in order; kinds are heads, kv, drop."""
-        if self.mode == "heads":
-            return [("heads", self.rate)]
-        if self.mode == "tokens-kv":
-            return [("kv", self.rate)]
-        if self.mode == "tokens-drop":
-            return [("drop", self.rate)]
-        return [("heads", self.rate), (self.token_form, self.rate if self.token_rate is None else self.token_rate)]
+logger = logging.getLogger(__name__)
 
 
 def round_train_config(base: TrainConfig, pcfg: PruneConfig, epochs: int, final: bool) -> TrainConfig:
@@ -100,17 +49,7 @@ def round_train_config(base: TrainConfig, pcfg: PruneConfig, epochs: int, final:
 
 def stage_plan(bb, pcfg: PruneConfig) -> list[tuple[str, list]]:
     """Per stage, what each round removes: a head count, a key-position count, or the drop rate so far."""
-    plan: list[tuple[str, list]] = []
-    for kind, rate in pcfg.stages():
-        if kind == "heads":
-            per_round = split_over_rounds(total_heads_to_prune(bb.depth, bb.num_heads, rate), pcfg.iterations)
-        elif kind == "kv":
-            per_round = split_over_rounds(total_positions_to_prune(bb.num_patches, bb.depth, rate), pcfg.iterations)
-        else:
-            keep_for_rate(rate)
-            per_round = [round(rate * (r + 1) / pcfg.iterations, 6) for r in range(pcfg.iterations)]
-        plan.append((kind, per_round))
-    return plan
+    return [(kind, STAGES[kind].plan(bb, rate, pcfg.iterations)) for kind, rate in pcfg.stages()]
 
 
 def structure(model) -> dict[str, Any]:
@@ -125,11 +64,13 @@ def structure(model) -> dict[str, Any]:
 
 
 def run_pruning(model, dataset, pcfg: PruneConfig, tcfg: TrainConfig, out_dir: str | Path, teacher=None,
-                metadata: dict | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                metadata: dict | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Prune ``model`` (a trained dense ReIDModel) on ``dataset`` per ``pcfg``; returns the summary.
 
-    ``teacher`` (a frozen dense copy) is used for distillation when ``tcfg.distill`` is enabled.
+    ``teacher`` (a frozen dense copy) is used for distillation when ``tcfg.distill`` is enabled. ``log``
+    takes the progress lines (default: this module's logger).
     """
+    log = log or logger.info
     pcfg.validate()
     plan = stage_plan(model.cfg.backbone, pcfg)  # bad rates fail here, before any work
     out = Path(out_dir)
@@ -155,27 +96,20 @@ def run_pruning(model, dataset, pcfg: PruneConfig, tcfg: TrainConfig, out_dir: s
     if dense_metrics:
         log(f"dense: rank-1 {dense_metrics['rank1']:.4f}  mAP {dense_metrics['mAP']:.4f}")
 
-    bb = model.cfg.backbone
     round_no = 0
     for kind, per_round in plan:
+        stage = STAGES[kind]
         for r, amount in enumerate(per_round):
             round_no += 1
             t0 = time.time()
             record: dict[str, Any] = {"round": round_no, "stage": kind, "stage_round": r + 1}
-            if kind in ("heads", "kv"):
+            stats = None
+            if stage.statistics:
                 stats = gather_statistics(model, dataset.train, tcfg.batch_size, device, pcfg.stats_batches,
                                           show_progress=True)
                 record["gathered_images"] = stats.images
-                if kind == "heads":
-                    record.update(prune_heads_by_entropy(model, stats.mean_attn, amount))
-                else:
-                    record.update(prune_kv_by_taylor(model, stats.taylor, amount))
-                record["pruned"] = amount
-            else:
-                layers = pcfg.drop_layers if pcfg.drop_layers is not None else default_drop_layers(bb.depth)
-                model = apply_drop_plan(model, layers, keep_for_rate(amount))
-                bb = model.cfg.backbone
-                record["pruned_rate"] = amount
+            model, removed = stage.apply(model, amount, stats, pcfg)
+            record.update(removed)
             record.update(structure(model))
             metrics = None
             if pcfg.finetune_epochs > 0:
@@ -189,12 +123,10 @@ def run_pruning(model, dataset, pcfg: PruneConfig, tcfg: TrainConfig, out_dir: s
             record["metrics"] = metrics
             record["seconds"] = round(time.time() - t0, 2)
             write(record)
-            what = f"{amount} {kind}" if kind != "drop" else f"drop rate {amount}"
-            msg = f"round {round_no} ({kind} {r + 1}/{len(per_round)}): pruned {what}; heads {record['heads_per_layer']}"
-            if kind == "kv":
-                msg += f"; keys {record['keys_per_layer']}"
-            if kind == "drop":
-                msg += f"; tokens {record['tokens_out_per_layer']}"
+            msg = (f"round {round_no} ({kind} {r + 1}/{len(per_round)}): pruned {stage.describe(amount)}; "
+                   f"heads {record['heads_per_layer']}")
+            if stage.shows:
+                msg += f"; {stage.shows[0]} {record[stage.shows[1]]}"
             if metrics:
                 msg += f"; rank-1 {metrics['rank1']:.4f} mAP {metrics['mAP']:.4f}"
             log(msg + f" ({record['seconds']:.0f}s)")

@@ -1,8 +1,8 @@
 """Deterministic synthetic person-ReID data, written in the real Market-1501 layout.
 
-``generate(SynthConfig(out="data/synth"))`` writes::
+``generate(SynthConfig(out="runs/synth"))`` writes::
 
-    data/synth/
+    runs/synth/
       bounding_box_train/  0007_c1s3_000151_01.jpg ...   train identities (disjoint from test)
       bounding_box_test/   0002_c4s1_000913_01.jpg ...   gallery: test identities, plus
                            0000_c2s5_001201_01.jpg       distractors (pid 0000, bad detections)
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +40,17 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .atomic import write_json_atomic
+from .flags import add_options, option, options_from_args
+from .naming import market_name, parse_market_name
 from .synth_render import (
     CLOTHING,
+    Appearance,
     Camera,
-    Identity,
+    make_appearance,
     make_camera,
-    make_identity,
     make_scheme,
-    random_identity,
+    random_appearance,
     render,
 )
 
@@ -78,31 +80,31 @@ class SynthConfig:
     as a drone looking down (PRAI-like).
     """
 
-    out: str = "data/synth"
-    ids: int = 120
-    seed: int = 0
-    cameras: int = 6
-    min_cameras: int = 2
-    images_per_camera: int = 3
-    query_cameras: int = 2
-    height: int = 128
-    width: int = 64
-    distractors: int = 60
-    junk: int = 20
-    occluded: bool = False
+    out: str = option("runs/synth", "output folder (Market-1501 layout)")
+    ids: int = option(120, "identities in total, split ~50/50 into disjoint train/test")
+    seed: int = option(0, "random seed; the same seed gives byte-identical files")
+    cameras: int = option(6, "number of cameras, 2..9")
+    min_cameras: int = option(2, "fewest cameras an identity appears in")
+    images_per_camera: int = option(3, "images per identity per camera")
+    query_cameras: int = option(2, "query images per test identity, one per camera")
+    height: int = option(128, "image height in pixels (as Market crops)")
+    width: int = option(64, "image width in pixels")
+    distractors: int = option(60, "gallery distractor images, pid 0000")
+    junk: int = option(20, "gallery junk images, pid -1, ignored by evaluation")
+    occluded: bool = option(False, "Occluded-Duke-like: every query occluded, some gallery/train images too")
     occluded_gallery: float = 0.2
     occluded_train: float = 0.15
-    aerial: bool = False
-    palette_size: int = 10
-    ids_per_scheme: int = 2
-    camera_cast: float = 0.12
-    camera_light: float = 0.2
+    aerial: bool = option(False, "PRAI-like: every camera is a drone looking down at small people")
+    palette_size: int = option(10, "clothing colours in use (fewer = harder)")
+    ids_per_scheme: int = option(2, "identities sharing one clothing colour scheme (more = harder for colour)")
+    camera_cast: float = option(0.12, "strength of each camera's colour cast, 0..1")
+    camera_light: float = option(0.2, "spread of camera brightness/contrast, 0..<1")
     max_blur: float = 0.9
     max_noise: float = 8.0
     min_resolution: float = 0.45
-    occlusion_prob: float = 0.05
+    occlusion_prob: float = option(0.05, "fraction of all images with an occluder")
     colour_jitter: float = 6.0
-    jpeg_quality: int = 90
+    jpeg_quality: int = option(90, "JPEG quality 1..95")
 
     def validate(self) -> None:
         """Raise ValueError naming the field, its value and what is expected."""
@@ -156,19 +158,19 @@ def split_identities(cfg: SynthConfig) -> tuple[list[int], list[int]]:
     return sorted(int(p) for p in pids[:n_train]), sorted(int(p) for p in pids[n_train:])
 
 
-def make_identities(cfg: SynthConfig, train: list[int], test: list[int]) -> dict[int, Identity]:
-    """Identities grouped (within each split) into colour schemes of ``ids_per_scheme``."""
+def make_appearances(cfg: SynthConfig, train: list[int], test: list[int]) -> dict[int, Appearance]:
+    """The look of every person, by pid, grouped (within each split) into colour schemes of ``ids_per_scheme``."""
     rng = np.random.default_rng([cfg.seed, 1])
     palette_idx = rng.choice(len(CLOTHING), size=cfg.palette_size, replace=False)
     palette = [CLOTHING[int(i)] for i in sorted(palette_idx)]
-    out: dict[int, Identity] = {}
+    out: dict[int, Appearance] = {}
     for split in (train, test):
         order = rng.permutation(split)
         for start in range(0, len(order), cfg.ids_per_scheme):
             scheme = make_scheme(rng, palette)
             taken: set[tuple] = set()
             for pid in order[start:start + cfg.ids_per_scheme]:
-                ident = make_identity(int(pid), scheme, np.random.default_rng([cfg.seed, 2, int(pid)]),
+                ident = make_appearance(int(pid), scheme, np.random.default_rng([cfg.seed, 2, int(pid)]),
                                       cfg.colour_jitter, avoid=taken)
                 taken.add(ident.signature())
                 out[int(pid)] = ident
@@ -177,12 +179,6 @@ def make_identities(cfg: SynthConfig, train: list[int], test: list[int]) -> dict
 
 def make_cameras(cfg: SynthConfig) -> list[Camera]:
     return [make_camera(c, np.random.default_rng([cfg.seed, 3, c]), cfg) for c in range(cfg.cameras)]
-
-
-def market_name(pid: int, cam: int, seq: int, frame: int, box: int = 1) -> str:
-    """Market-1501 file name; ``cam`` is 0-based here and 1-based in the name; junk is ``-1``."""
-    head = "-1" if pid == -1 else f"{pid:04d}"
-    return f"{head}_c{cam + 1}s{seq}_{frame:06d}_{box:02d}.jpg"
 
 
 def plan(cfg: SynthConfig) -> list[_Item]:
@@ -265,29 +261,28 @@ def generate(cfg: SynthConfig, *, force: bool = False, progress: bool = True) ->
 
     Skips the work when ``cfg.out`` already holds a complete set made with the same config
     (unless ``force``). The ``.complete`` marker (config + counts) is written last, atomically.
+    ``progress`` shows a tqdm bar when tqdm is installed (it comes with ``edgereid[train]``).
     """
-    from tqdm import tqdm
-
     cfg.validate()
     out = Path(cfg.out)
     if not force and is_complete(out, cfg):
         return out
     _prepare_folder(out)
-    (out / IN_PROGRESS).write_text(json.dumps({"version": GENERATOR_VERSION, "config": cfg.fingerprint()}))
+    write_json_atomic(out / IN_PROGRESS, {"version": GENERATOR_VERSION, "config": cfg.fingerprint()}, indent=None)
     for sub in SPLIT_FOLDERS:
         (out / sub).mkdir()
     train, test = split_identities(cfg)
-    identities = make_identities(cfg, train, test)
+    looks = make_appearances(cfg, train, test)
     cameras = make_cameras(cfg)
     items = plan(cfg)
     counts = {sub: 0 for sub in SPLIT_FOLDERS}
-    for item in tqdm(items, desc=f"synth -> {out}", unit="img", disable=not progress, mininterval=1.0):
+    for item in _progress(items, f"synth -> {out}", progress):
         rng = np.random.default_rng(list(item.seed))
         if item.draw_pid is None:
-            ident = random_identity(rng) if item.mode != "background" else None
+            look = random_appearance(rng) if item.mode != "background" else None
         else:
-            ident = identities[item.draw_pid]
-        img = render(ident, cameras[item.cam], rng, cfg, occluded=item.occluded, mode=item.mode)
+            look = looks[item.draw_pid]
+        img = render(look, cameras[item.cam], rng, cfg, occluded=item.occluded, mode=item.mode)
         img.save(out / item.folder / item.name, "JPEG", quality=cfg.jpeg_quality)
         counts[item.folder] += 1
     counts.update(
@@ -297,11 +292,20 @@ def generate(cfg: SynthConfig, *, force: bool = False, progress: bool = True) ->
         occluded_images=sum(i.occluded for i in items),
     )
     marker = {"format": "edgereid-synth", "version": GENERATOR_VERSION, "config": cfg.fingerprint(), "counts": counts}
-    tmp = out / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True))
-    os.replace(tmp, out / MARKER)
+    write_json_atomic(out / MARKER, marker, sort_keys=True)
     (out / IN_PROGRESS).unlink(missing_ok=True)
     return out
+
+
+def _progress(items: list, desc: str, enabled: bool):
+    """``items`` behind a tqdm bar when one is wanted and tqdm is installed."""
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, unit="img", mininterval=1.0)
 
 
 def preview(root: str | Path, out_png: str | Path, rows: int = 8, cols: int = 8) -> Path:
@@ -314,10 +318,10 @@ def preview(root: str | Path, out_png: str | Path, rows: int = 8, cols: int = 8)
     by_pid: dict[int, list[tuple[int, Path]]] = {}
     for sub in ("bounding_box_train", "query", "bounding_box_test"):
         for p in sorted((root / sub).glob("*.jpg")):
-            pid_s, _, rest = p.name.partition("_c")
-            if not pid_s.lstrip("-").isdigit() or int(pid_s) <= 0:
+            parsed = parse_market_name(p)
+            if parsed is None or parsed.pid <= 0:
                 continue
-            by_pid.setdefault(int(pid_s), []).append((int(rest.split("s")[0].split("_")[0]), p))
+            by_pid.setdefault(parsed.pid, []).append((parsed.camera, p))
     if not by_pid:
         raise FileNotFoundError(f"no identity images (PPPP_cC...jpg) under {root}/bounding_box_train, query or bounding_box_test")
     pids = sorted(by_pid)[:rows]
@@ -346,41 +350,17 @@ def preview(root: str | Path, out_png: str | Path, rows: int = 8, cols: int = 8)
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``edgereid synth``; defaults come from SynthConfig."""
-    d = SynthConfig()
+    """Flags of ``edgereid synth``: the SynthConfig fields, and what to do with the set."""
+    add_options(parser, SynthConfig)
     a = parser.add_argument
-    a("--out", default=d.out, help=f"output folder (Market-1501 layout; default {d.out})")
-    a("--ids", type=int, default=d.ids, help=f"identities in total, split ~50/50 into disjoint train/test (default {d.ids})")
-    a("--seed", type=int, default=d.seed, help="random seed; the same seed gives byte-identical files (default 0)")
-    a("--cameras", type=int, default=d.cameras, help=f"number of cameras, 2..9 (default {d.cameras})")
-    a("--min-cameras", type=int, default=d.min_cameras, help=f"fewest cameras an identity appears in (default {d.min_cameras})")
-    a("--images-per-camera", type=int, default=d.images_per_camera, help=f"images per identity per camera (default {d.images_per_camera})")
-    a("--query-cameras", type=int, default=d.query_cameras, help=f"query images per test identity, one per camera (default {d.query_cameras})")
-    a("--height", type=int, default=d.height, help=f"image height in pixels (default {d.height}, as Market crops)")
-    a("--width", type=int, default=d.width, help=f"image width in pixels (default {d.width})")
-    a("--distractors", type=int, default=d.distractors, help=f"gallery distractor images, pid 0000 (default {d.distractors})")
-    a("--junk", type=int, default=d.junk, help=f"gallery junk images, pid -1, ignored by evaluation (default {d.junk})")
-    a("--occluded", action="store_true", help="Occluded-Duke-like: every query occluded, some gallery/train images too")
-    a("--aerial", action="store_true", help="PRAI-like: every camera is a drone looking down at small people")
-    a("--palette-size", type=int, default=d.palette_size, help=f"clothing colours in use (fewer = harder; default {d.palette_size})")
-    a("--ids-per-scheme", type=int, default=d.ids_per_scheme, help=f"identities sharing one clothing colour scheme (more = harder for colour; default {d.ids_per_scheme})")
-    a("--camera-cast", type=float, default=d.camera_cast, help=f"strength of each camera's colour cast, 0..1 (default {d.camera_cast})")
-    a("--camera-light", type=float, default=d.camera_light, help=f"spread of camera brightness/contrast, 0..<1 (default {d.camera_light})")
-    a("--occlusion-prob", type=float, default=d.occlusion_prob, help=f"fraction of all images with an occluder (default {d.occlusion_prob})")
-    a("--jpeg-quality", type=int, default=d.jpeg_quality, help=f"JPEG quality 1..95 (default {d.jpeg_quality})")
     a("--force", action="store_true", help="regenerate even when a complete set with the same config exists")
     a("--preview", default=None, metavar="PNG", help="also write a grid of samples (rows = identities, columns = cameras) to this PNG")
     a("--quiet", action="store_true", help="no progress bar")
 
 
-def config_from_args(args: argparse.Namespace) -> SynthConfig:
-    fields = {f.name for f in dataclasses.fields(SynthConfig)}
-    return SynthConfig(**{k: v for k, v in vars(args).items() if k in fields})
-
-
 def main_synth(args: argparse.Namespace) -> int:
     """``edgereid synth``: generate (or reuse) the set, optionally a preview; print where it wrote."""
-    cfg = config_from_args(args)
+    cfg = options_from_args(SynthConfig, args)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -405,8 +385,8 @@ run_synth_command = main_synth  # the name train/cli.py calls
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edgereid.train.data.synth``: the same as ``edgereid synth``."""
-    parser = argparse.ArgumentParser(prog="python -m edgereid.train.data.synth", description=main_synth.__doc__)
+    """``python -m edgereid.data.synth``: the same as ``edgereid synth``."""
+    parser = argparse.ArgumentParser(prog="python -m edgereid.data.synth", description=main_synth.__doc__)
     add_synth_arguments(parser)
     return main_synth(parser.parse_args(argv))
 

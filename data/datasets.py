@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .naming import list_images, parse_market_name
+
 Record = tuple[str, int, int]  # (image_path, pid, camid)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 _REGISTRY: dict[str, Callable[..., ReIDDataset]] = {}
 
@@ -132,10 +133,6 @@ def check_synthetic_complete(root: Path) -> None:
                                  "rerun `edgereid synth` for it")
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def relabel(records: list[Record]) -> list[Record]:
     """Map train pids to 0..N-1 in sorted order of the original pid."""
     mapping = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in records}))}
@@ -156,8 +153,6 @@ def require_records(records: list[Record], name: str, where: Path | str) -> None
 # ----------------------------------------------------------------------------------------------
 # Market-1501 family: bounding_box_train / bounding_box_test / query with pid_cC... file names
 
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
-
 MARKET_LAYOUT = """  ROOT/                      (or ROOT/{sub})
     bounding_box_train/      0002_c1s1_000451_03.jpg ...   pid_cCAMERA..., camera 1-based
     bounding_box_test/       0000_c1s1_000151_01.jpg, -1_c1s1_000401_03.jpg (distractor 0, junk -1) ...
@@ -168,14 +163,11 @@ def parse_market_dir(folder: Path, name: str) -> list[Record]:
     """Records of one Market-style folder (original pids, 0-based cameras, no rules applied)."""
     out: list[Record] = []
     for p in list_images(folder):
-        m = _MARKET_NAME.match(p.name)
-        if not m:
-            raise DatasetLayoutError(f"{name}: file {p} does not follow the Market naming "
-                                     "PID_cCAMERA... (e.g. 0002_c1s1_000451_03.jpg or 0005_c2_f0046985.jpg)")
-        cam = int(m.group(2))
-        if cam < 1:
-            raise DatasetLayoutError(f"{name}: file {p} has camera c{cam}; Market cameras are 1-based")
-        out.append((str(p), int(m.group(1)), cam - 1))
+        parsed = parse_market_name(p)
+        if parsed is None:
+            raise DatasetLayoutError(f"{name}: file {p} does not follow the Market naming PID_cCAMERA..., cameras "
+                                     "from c1 (e.g. 0002_c1s1_000451_03.jpg or 0005_c2_f0046985.jpg)")
+        out.append((str(p), parsed.pid, parsed.camera))
     return out
 
 
@@ -359,7 +351,7 @@ def imagefolder(root: Path, train_folder: str = "train") -> ReIDDataset:
 
     Identity: the folder name as an integer when every folder name is one (so ``-1`` and
     ``0000`` keep their junk/distractor meaning); otherwise folder names are numbered 1..N in
-    sorted order over all three splits. Camera: from a Market-style file name (``_cN`` ->
+    sorted order over all three splits. Camera: from a Market-style file name (``PID_cN...`` ->
     N-1) when present; otherwise camera 0 for train and query and camera 1 for gallery, so that
     same-camera filtering never removes a true match.
     """
@@ -375,9 +367,8 @@ def imagefolder(root: Path, train_folder: str = "train") -> ReIDDataset:
         recs: list[Record] = []
         for d in dirs:
             for p in list_images(d):
-                m = _MARKET_NAME.match(p.name) or re.search(r"_c(\d+)", p.name)
-                cam = int(m.groups()[-1]) - 1 if m else default_cam[subset]
-                recs.append((str(p), ids[d.name], max(cam, 0)))
+                parsed = parse_market_name(p)
+                recs.append((str(p), ids[d.name], parsed.camera if parsed else default_cam[subset]))
         parts[subset] = apply_rules(recs, subset)
         require_records(parts[subset], "imagefolder", f"{splits[subset]}/<identity>/")
     return ReIDDataset("imagefolder", str(base), parts["train"], parts["query"], parts["gallery"])

@@ -16,13 +16,13 @@ last) so later loads do not touch the .mat files or the frames again.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .atomic import write_json_atomic
 from .datasets import (
     DatasetLayoutError,
     Record,
@@ -149,9 +149,7 @@ def _build_cache(base: Path, cache: Path) -> dict[str, list]:
         by_frame.setdefault(frame.removesuffix(".jpg"), []).append((pid, x, y, w, h))
     for frame, boxes in by_frame.items():
         index["query"] += cropper.crop(frame, boxes, "query")
-    tmp = cache / "index.json.tmp"
-    tmp.write_text(json.dumps({"version": CACHE_VERSION, "source": str(base), **index}))
-    os.replace(tmp, cache / "index.json")
+    write_json_atomic(cache / "index.json", {"version": CACHE_VERSION, "source": str(base), **index}, indent=None)
     return index
 
 

@@ -1,4 +1,4 @@
-"""Drawing for the synthetic ReID generator: identities, cameras, and one image at a time.
+"""Drawing for the synthetic ReID generator: how people look (``Appearance``), cameras, one image at a time.
 
 Everything here is a pure function of its arguments and a ``numpy.random.Generator``, so
 ``synth.py`` can seed one Generator per image and get byte-identical files for the same seed.
@@ -74,7 +74,7 @@ class RenderSettings(Protocol):
 
 
 @dataclass(frozen=True)
-class Identity:
+class Appearance:
     """Fixed appearance of one person: every image of this pid is drawn from these attributes."""
 
     pid: int
@@ -148,8 +148,8 @@ def make_scheme(rng: np.random.Generator, palette: list[RGB]) -> Scheme:
     return Scheme(palette[int(upper)], palette[int(lower)], palette[secondary])
 
 
-def make_identity(pid: int, scheme: Scheme, rng: np.random.Generator, colour_jitter: float = 6.0,
-                  avoid: set[tuple] | None = None) -> Identity:
+def make_appearance(pid: int, scheme: Scheme, rng: np.random.Generator, colour_jitter: float = 6.0,
+                  avoid: set[tuple] | None = None) -> Appearance:
     """Sample one identity's attributes; resample (up to 50 times) while its signature is in ``avoid``."""
     for _ in range(50):
         pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
@@ -162,7 +162,7 @@ def make_identity(pid: int, scheme: Scheme, rng: np.random.Generator, colour_jit
         sig = (pattern, lower_type, bag, bag_side if bag == "handbag" else 0, hair_long, has_hat, long_sleeves)
         if not avoid or sig not in avoid:
             break
-    return Identity(
+    return Appearance(
         pid=pid,
         height=float(rng.uniform(0.86, 1.0)),
         build=float(rng.uniform(0.85, 1.2)),
@@ -185,9 +185,9 @@ def make_identity(pid: int, scheme: Scheme, rng: np.random.Generator, colour_jit
     )
 
 
-def random_identity(rng: np.random.Generator) -> Identity:
+def random_appearance(rng: np.random.Generator) -> Appearance:
     """A passer-by (distractor, occluding person) drawn from the full palette."""
-    return make_identity(0, make_scheme(rng, list(CLOTHING)), rng)
+    return make_appearance(0, make_scheme(rng, list(CLOTHING)), rng)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,7 +368,7 @@ class _Pen:
         self.d.ellipse([x0 - h0, y0 - h0, x0 + h0, y0 + h0], fill=fill)
 
 
-def _fill_pattern(layer: Image.Image, pen: _Pen, torso: list[tuple[float, float]], ident: Identity) -> None:
+def _fill_pattern(layer: Image.Image, pen: _Pen, torso: list[tuple[float, float]], ident: Appearance) -> None:
     """Overlay stripes or checks inside the torso polygon (mask = torso AND pattern)."""
     mask = Image.new("L", layer.size, 0)
     ImageDraw.Draw(mask).polygon([pen.p(u, v) for u, v in torso], fill=255)
@@ -384,7 +384,7 @@ def _fill_pattern(layer: Image.Image, pen: _Pen, torso: list[tuple[float, float]
     layer.paste(ident.secondary + (255,), (0, 0), Image.fromarray(m))
 
 
-def _logo(pen: _Pen, ident: Identity) -> None:
+def _logo(pen: _Pen, ident: Appearance) -> None:
     u, v, r = 0.03, 0.27, 0.035
     c = ident.secondary
     if ident.logo_shape == "circle":
@@ -397,7 +397,7 @@ def _logo(pen: _Pen, ident: Identity) -> None:
         pen.poly([(u, v - r * 1.3), (u + r, v), (u, v + r * 1.3), (u - r, v)], c)
 
 
-def draw_person(layer: Image.Image, ident: Identity, view: str, phase: float, cx: float, top: float, hp: float) -> None:
+def draw_person(layer: Image.Image, ident: Appearance, view: str, phase: float, cx: float, top: float, hp: float) -> None:
     """Draw ``ident`` on an RGBA ``layer``: head top at ``top``, height ``hp`` px, centred on ``cx``.
 
     ``phase`` in [-1, 1] is the walking stride (leg and arm swing).
@@ -568,13 +568,13 @@ def draw_person(layer: Image.Image, ident: Identity, view: str, phase: float, cx
         handbag(front_side=True)
 
 
-def person_layer(size: tuple[int, int], ident: Identity, view: str, phase: float, cx: float, top: float, hp: float) -> Image.Image:
+def person_layer(size: tuple[int, int], ident: Appearance, view: str, phase: float, cx: float, top: float, hp: float) -> Image.Image:
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
     draw_person(layer, ident, view, phase, cx, top, hp)
     return layer
 
 
-def _aerial_person(ident: Identity, view: str, phase: float, cam: Camera, rng: np.random.Generator,
+def _aerial_person(ident: Appearance, view: str, phase: float, cam: Camera, rng: np.random.Generator,
                    hc: int, wc: int) -> tuple[Image.Image, Image.Image]:
     """The person seen from above: head kept, body squashed, rotated. Returns (layer, shadow)."""
     hp = hc * 0.9
@@ -643,7 +643,7 @@ def draw_occluder(canvas: Image.Image, rng: np.random.Generator, box: tuple[floa
         d.rectangle([x0 - w * 0.3, sy, x1 + w * 0.3, sy + sh], fill=colour)
         d.rectangle([wc * 0.5 - wc * 0.03, sy + sh, wc * 0.5 + wc * 0.03, hc], fill=(90, 90, 90))
     else:  # another person in front, shifted to one side
-        other = random_identity(rng)
+        other = random_appearance(rng)
         hp = (y1 - y0) * rng.uniform(1.0, 1.25)
         shift = w * rng.uniform(0.55, 0.9) * (1 if rng.random() < 0.5 else -1)
         if aerial:
@@ -690,7 +690,7 @@ def _background(cam: Camera, rng: np.random.Generator, wc: int, hc: int) -> Imag
     return bg.copy()
 
 
-def render(ident: Identity | None, cam: Camera, rng: np.random.Generator, cfg: RenderSettings, *,
+def render(ident: Appearance | None, cam: Camera, rng: np.random.Generator, cfg: RenderSettings, *,
            occluded: bool = False, mode: str = "person") -> Image.Image:
     """One image of ``ident`` seen by ``cam``.
 
