@@ -65,7 +65,7 @@ SELECTIONS = {
         "tests/test_cpu_features.py", "tests/test_codec.py", "tests/test_search.py", "tests/test_matching.py",
         "tests/test_metrics.py", "tests/test_store.py", "tests/test_store_crash.py", "tests/test_store_fuzz.py",
         "tests/test_preprocess.py", "tests/test_runtime_bundle.py", "tests/test_runtime_cli.py",
-        "tests/test_runtime_no_torch.py",
+        "tests/test_runtime_no_torch.py", "tests/test_runtime_library.py",
     ],
     # the kernels whose results could depend on the CPU (integer products, the C scan), no CLI
     "kernels": ["tests/test_cpu_features.py", "tests/test_codec.py", "tests/test_search.py", "tests/test_matching.py", "tests/test_store.py"],
