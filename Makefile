@@ -21,10 +21,14 @@ DATASET   ?= market1501
 QUERY_DIR   ?= $(DATA)/query
 GALLERY_DIR ?= $(DATA)/bounding_box_test
 SYNTH_IDS ?= 400
+SYNTH_TRAIN_IDS ?=
+SYNTH_ARGS ?=
 MODEL     ?= vit_tiny
 IMG       ?= 128x64
+# conv stem from scratch (the demo); with pretrained ViT weights, their patch embedding
+STEM      ?= $(if $(PRETRAINED),patch,conv)
 PRETRAINED ?=
-EPOCHS    ?= 24
+EPOCHS    ?= 20
 BATCH     ?= 32
 LR        ?= 1.5e-3
 WORKERS   ?= 1
@@ -51,6 +55,7 @@ CALIB     ?= 256
 BENCH_ITERS ?= 50
 
 DENSE      := $(WORK)/dense
+CONTROL    := $(WORK)/control
 COMPRESSED := $(WORK)/compressed
 PRUNED     := $(WORK)/pruned
 MODELS     := dense compressed pruned
@@ -68,7 +73,7 @@ endif
 # Pipeline outputs are never deleted as intermediates: a second `make demo` finds them and skips.
 .SECONDARY:
 
-.PHONY: help setup test test-aarch64 qemu-user lint demo synth train compress prune export bundles runtime report bench \
+.PHONY: help setup test test-aarch64 qemu-user lint demo synth train control compress prune export bundles runtime report bench \
         bench-search bench-store bench-models bench-tensorrt sweep clean
 
 help:
@@ -78,7 +83,7 @@ help:
 	@echo "make setup   - create $(VENV) with edgereid[all,dev,tensorrt-rtx]"
 	@echo "make lint    - ruff + the layering contract (tests/test_architecture.py)"
 	@echo "make bench   - performance suites; rewrites BENCHMARKS.md"
-	@echo "steps: synth train compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx|rtx"
+	@echo "steps: synth train control compress prune bundles runtime report; make export TARGET=jetson|cpu|onnx|rtx"
 
 $(STAMP): pyproject.toml setup.py runtime/_l2scan.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -114,16 +119,31 @@ lint: $(STAMP)
 
 # ---- the pipeline ----------------------------------------------------------------------------
 $(DATA)/.complete: | $(STAMP)
-	$(EDGEREID) synth --out $(DATA) --ids $(SYNTH_IDS) --preview $(WORK)/synth_preview.png
-	$(EDGEREID) baseline --data $(DATA) --dataset $(DATASET) --out $(WORK)/histogram_baseline.json
+	$(EDGEREID) synth --out $(DATA) --ids $(SYNTH_IDS) $(if $(SYNTH_TRAIN_IDS),--train-ids $(SYNTH_TRAIN_IDS)) \
+	  $(SYNTH_ARGS) --preview $(WORK)/synth_preview.png
 
-synth: $(STAMP) $(DATA_READY)
+# The no-learning floor every model is printed against (colour histogram, raw pixels at the model's input size).
+$(WORK)/baselines.json: $(DATA_READY) | $(STAMP)
+	$(EDGEREID) baseline --data $(DATA) --dataset $(DATASET) --img $(IMG) --out $@
 
-$(DENSE)/summary.json: $(DATA_READY) | $(STAMP)
-	$(EDGEREID) train $(COMMON) --model $(MODEL) --img $(IMG) --epochs $(EPOCHS) --batch-size $(BATCH) \
-	  --lr $(LR) --eval-every 4 $(if $(PRETRAINED),--pretrained $(PRETRAINED)) $(TRAIN_ARGS) --out $(DENSE)
+synth: $(STAMP) $(DATA_READY) $(WORK)/baselines.json
+
+# Evaluated once, at the end: the schedule decays to its last epoch, and every evaluation costs training time.
+$(DENSE)/summary.json: $(DATA_READY) $(WORK)/baselines.json | $(STAMP)
+	$(EDGEREID) train $(COMMON) --model $(MODEL) --img $(IMG) --stem $(STEM) --epochs $(EPOCHS) --batch-size $(BATCH) \
+	  --lr $(LR) --eval-every $(EPOCHS) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
+	  --baselines $(WORK)/baselines.json $(TRAIN_ARGS) --out $(DENSE)
 
 train: $(DENSE)/summary.json
+
+# The equal-budget control: the dense model fine-tuned by the compression command (same epochs, schedule,
+# learning rate) with nothing compressed, so that "compressed vs dense" is not "more epochs vs fewer".
+$(CONTROL)/compress.json: $(DENSE)/summary.json
+	$(EDGEREID) compress $(COMMON) --model $(MODEL) --img $(IMG) --method full --init-from $(DENSE) \
+	  --epochs $(COMPRESS_EPOCHS) --batch-size $(BATCH) --lr $(LR) --warmup-epochs 0.5 --eval-every $(COMPRESS_EPOCHS) \
+	  $(COMPRESS_ARGS) --out $(CONTROL)
+
+control: $(CONTROL)/compress.json
 
 $(COMPRESSED)/compress.json: $(DENSE)/summary.json
 	$(EDGEREID) compress $(COMMON) --model $(MODEL) --img $(IMG) --method $(EMB_METHOD) --dim $(EMB_DIM) \
@@ -183,10 +203,10 @@ $(WORK)/runtime-%/bench.done: $(WORK)/runtime-%/enrolled
 runtime: $(foreach m,$(MODELS),$(WORK)/runtime-$(m)/matches.jsonl $(WORK)/runtime-$(m)/eval.json $(WORK)/runtime-$(m)/bench.done)
 
 report: | $(STAMP)
-	$(EDGEREID) report --work $(WORK) $(if $(wildcard $(WORK)/histogram_baseline.json),--baseline $(WORK)/histogram_baseline.json)
+	$(EDGEREID) report --work $(WORK) $(if $(wildcard $(WORK)/baselines.json),--baselines $(WORK)/baselines.json)
 
 demo: $(STAMP)
-	$(MAKE) synth train compress prune bundles runtime
+	$(MAKE) synth train control compress prune bundles runtime
 	$(MAKE) report
 
 # ---- benchmarks (results in benchmarks/, assembled into BENCHMARKS.md) -------------------------
@@ -205,9 +225,12 @@ bench-tensorrt: $(STAMP)
 	$(BIN)/python bench/bench_tensorrt.py --size $(MODEL) --img $(IMG) --out-json benchmarks/tensorrt.json \
 	  --out-md benchmarks/tensorrt.md
 
-sweep: $(STAMP) $(DATA_READY)
+# The compression sweep starts from the demo's dense model (the converged teacher); --epochs sets the
+# fine-tuning budget (a fraction of it) of every method and of the equal-budget control.
+sweep: $(STAMP) $(DENSE)/summary.json
 	$(EDGEREID) sweep --data $(DATA) --dataset $(DATASET) --out $(WORK)/sweep --model $(MODEL) --img $(IMG) \
-	  --epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --markdown benchmarks/compression.md --plot benchmarks/compression.png
+	  --dense-ckpt $(DENSE) --epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --workers $(WORKERS) \
+	  --markdown benchmarks/compression.md --plot benchmarks/compression.png
 	cp $(WORK)/sweep/sweep.json benchmarks/compression.json
 
 bench: $(STAMP) bench-search bench-store bench-models bench-tensorrt

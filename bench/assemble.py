@@ -16,8 +16,8 @@ from pathlib import Path
 from edgereid.data.atomic import write_text_atomic
 
 # Section files in reading order; any other .md in the folder follows, alphabetically.
-ORDER = ["baseline.md", "compression.md", "pruning.md", "model_latency.md", "tensorrt.md", "search.md", "store.md",
-         "demo.md", "pareto.md"]
+ORDER = ["baseline.md", "recipe.md", "compression.md", "pruning.md", "model_latency.md", "tensorrt.md", "search.md",
+         "store.md", "demo.md", "pareto.md"]
 _IMAGE_LINK = re.compile(r"\]\((?:\./)?([^)/:]+\.(?:png|jpg|svg))\)")
 
 

@@ -14,9 +14,9 @@ How an image is made:
    from the front and a bump from the side, a handbag hides behind the body when it hangs on the
    far side, long hair covers the back.
 3. The camera model is applied at the output size: resolution loss (downscale then upscale),
-   blur, a colour-mixing cast, saturation, contrast, brightness and sensor noise. Each camera's
-   cast is strong and fixed, so the same clothes change colour from camera to camera: a colour
-   histogram has to fail on this data while shape, pattern, bag and layout stay learnable.
+   blur, a colour-mixing cast, saturation, contrast, brightness and sensor noise. A camera's cast
+   makes the same clothes change colour from camera to camera (``camera_cast``; the default set
+   has none: see ``synth.py`` for the calibration against a colour histogram).
 
 Colour arithmetic uses element-wise numpy (no BLAS matmul) so results do not depend on the
 CPU's BLAS kernels.
@@ -70,6 +70,7 @@ class RenderSettings(Protocol):
     max_blur: float
     max_noise: float
     min_resolution: float
+    background_saturation: float
     aerial: bool
 
 
@@ -194,7 +195,7 @@ def random_appearance(rng: np.random.Generator) -> Appearance:
 # Scenes
 
 
-def _street_scene(rng: np.random.Generator, hc: int, ws: int) -> Image.Image:
+def _street_scene(rng: np.random.Generator, hc: int, ws: int, saturation: float = 0.5) -> Image.Image:
     img = Image.new("RGB", (ws, hc), SCENE[int(rng.integers(len(SCENE)))])
     d = ImageDraw.Draw(img)
     horizon = int(hc * rng.uniform(0.45, 0.7))
@@ -259,7 +260,7 @@ def _street_scene(rng: np.random.Generator, hc: int, ws: int) -> Image.Image:
     gain = 1.0 + rng.uniform(-0.25, 0.25) * np.cos(gx * np.float32(rng.uniform(2, 8)) + np.float32(rng.uniform(0, 6)))
     # muted: real backdrops are mostly greyish; the person should carry most of the colour
     grey = arr.mean(axis=-1, keepdims=True)
-    arr = grey + (arr - grey) * np.float32(0.5)
+    arr = grey + (arr - grey) * np.float32(saturation)
     return Image.fromarray(np.clip(arr * gain, 0, 255).astype(np.uint8))
 
 
@@ -300,7 +301,10 @@ def make_camera(index: int, rng: np.random.Generator, cfg: RenderSettings) -> Ca
     mix = np.diag(gains) + 0.5 * cast * rng.uniform(-1.0, 1.0, (3, 3)) * (1 - np.eye(3))
     mix /= mix.sum(axis=1).mean()  # keep overall exposure; brightness is a separate knob
     hc, wc = cfg.height * SUPERSAMPLE, cfg.width * SUPERSAMPLE
-    strip = (_ground_scene if cfg.aerial else _street_scene)(rng, hc, wc * 10)
+    if cfg.aerial:
+        strip = _ground_scene(rng, hc, wc * 10)
+    else:
+        strip = _street_scene(rng, hc, wc * 10, cfg.background_saturation)
     weights = rng.dirichlet([0.6] * 4) + 0.06
     sun_angle = rng.uniform(0, 2 * math.pi)
     return Camera(

@@ -64,30 +64,58 @@ def evaluate_runners(query: Sequence[tuple[str, int, int]], gallery: Sequence[tu
             entry[f"cosine_to_{reference}_mean"] = cos["mean"]
             entry[f"cosine_to_{reference}_min"] = cos["min"]
         results[name] = entry
-    results[reference]["open_set"] = open_set_threshold(qf[reference], gf[reference], q_pids, g_pids)
     return results
 
 
-def open_set_threshold(qf: np.ndarray, gf: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray) -> dict[str, float]:
-    """A match/unknown distance threshold for ``reid-runtime`` (Euclidean, on normalised embeddings).
+OPEN_SET_SOURCES = {
+    "gallery": "gallery images (people the model never saw in training; the query images stay untouched)",
+    "train": "training split (people the model was trained on: their impostor distances are larger than "
+             "unseen people's, so the false-accept rate on new people comes out higher than the target)",
+}
 
-    For each query, the distance to its nearest true match (a known person) and to its nearest
-    impostor (what an unknown person's best match looks like) are collected; the threshold is the
-    one that maximises the balanced accuracy of accepting the first and rejecting the second.
-    Junk (-1) and distractors (0) only count as impostors.
+
+def calibrate_open_set(records: Sequence[tuple[str, int, int]], input_spec: dict[str, Any], runner: Runner,
+                       far: float = 0.05, max_images: int = 800, seed: int = 0,
+                       code_scale: float | None = None, source: str = "gallery",
+                       max_identity_fraction: float | None = None) -> dict[str, Any]:
+    """The match/unknown threshold for ``reid-runtime``, chosen for the false-accept rate ``far``.
+
+    ``records``: labelled images of the ``source`` (a key of ``OPEN_SET_SOURCES``); a seeded sample
+    of whole identities (up to ``max_images`` images) is embedded; every image's nearest image of
+    another identity is what an unknown person's best match looks like, and the threshold lets
+    ``far`` of those through (``edgereid.runtime.open_set.calibrate_threshold``). The default source
+    is the gallery: people the model has not seen, as on a device, which calibrates its own enrolled
+    gallery. The gallery's people are also the query set's, so the calibration takes at most
+    ``max_identity_fraction`` of them (default: half for the gallery, all for the training split) and
+    records them (``calibration_pids``): ``reid-runtime eval`` measures the threshold on the others
+    only, so it is never measured on the people it was chosen on. Junk (-1) and distractors (0) are
+    left out.
     """
-    d = np.sqrt(squared_l2_distmat(qf, gf))
-    same = (q_pids[:, None] == g_pids[None, :]) & (g_pids[None, :] > 0)
-    has_pos = same.any(1)
-    pos = np.where(same, d, np.inf).min(1)[has_pos]
-    neg = np.where(~same, d, np.inf).min(1)
-    neg = neg[np.isfinite(neg)]
-    if len(pos) == 0 or len(neg) == 0:
-        return {"threshold": None, "source": "not enough matches to calibrate"}
-    candidates = np.unique(np.concatenate([pos, neg]))
-    tpr = np.searchsorted(np.sort(pos), candidates, side="right") / len(pos)  # accepted known: d <= t
-    tnr = 1.0 - np.searchsorted(np.sort(neg), candidates, side="right") / len(neg)  # rejected unknown: d > t
-    best = int(np.argmax(tpr + tnr))
-    return {"threshold": float(candidates[best]), "true_accept_rate": float(tpr[best]),
-            "true_reject_rate": float(tnr[best]), "queries": int(len(pos)),
-            "source": "query/gallery of the export data set: nearest true match vs nearest impostor"}
+    if source not in OPEN_SET_SOURCES:
+        raise ValueError(f"open-set calibration source {source!r}: expected one of {', '.join(OPEN_SET_SOURCES)}")
+    from edgereid.runtime.open_set import calibrate_threshold
+
+    by_pid: dict[int, list[tuple[str, int, int]]] = {}
+    for r in records:
+        if r[1] > 0:
+            by_pid.setdefault(int(r[1]), []).append(r)
+    if len(by_pid) < 2:
+        return {"threshold": None, "source": f"not enough identities to calibrate ({len(by_pid)})"}
+    if max_identity_fraction is None:
+        max_identity_fraction = 0.5 if source == "gallery" else 1.0
+    max_ids = max(2, int(len(by_pid) * max_identity_fraction))
+    order = np.random.default_rng(seed).permutation(sorted(by_pid))[:max_ids]
+    chosen: list[tuple[str, int, int]] = []
+    for pid in order:
+        if len(chosen) >= max_images and len({r[1] for r in chosen}) >= 2:
+            break
+        chosen += by_pid[int(pid)]
+    emb = embed_records(chosen, input_spec, {"ref": runner},
+                        code_scale={"ref": code_scale} if code_scale is not None else None)["ref"]
+    result = calibrate_threshold(emb, np.array([r[1] for r in chosen]), np.array([r[2] for r in chosen]), far)
+    result["calibration_source"] = source
+    if source == "gallery":  # the people the threshold was chosen on: an evaluation leaves them out
+        result["calibration_pids"] = sorted({int(r[1]) for r in chosen})
+    result["source"] = (f"{OPEN_SET_SOURCES[source]}: nearest other-identity image of each of {len(chosen)} images, "
+                        f"threshold at a false-accept rate of {far:g}")
+    return result

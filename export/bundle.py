@@ -40,10 +40,11 @@ from edgereid.calibration.calib_set import (
 )
 from edgereid.data import list_datasets
 from edgereid.data.atomic import fsync_parent
-from edgereid.data.flags import comma_list, option
+from edgereid.data.flags import comma_list, non_negative_float, option
 from edgereid.runtime.bundle import BundleWriter
 from edgereid.runtime.tables import TARGETS
 
+from .accuracy import OPEN_SET_SOURCES
 from .targets import EXPORT_TARGETS, TargetBuild
 
 # torch comes in with onnx_export and parity, imported where they are used: `edgereid export --help`
@@ -60,6 +61,9 @@ class ExportOptions:
     output: ``embedding`` (float32) or ``codes`` (int8 levels; needs a quantised embedding).
     store_bits: gallery code width recorded for a float (non-quantised) model (8, 4, 1 or 32).
     max_map_drop: the accuracy budget of an int8 artefact, in mAP points (reported, and warned on).
+    open_set_far / open_set_images / open_set_source: the manifest's open-set threshold is chosen for
+        this false-accept rate on up to this many images (whole identities) of the data set's gallery
+        (unseen people; default) or training split (``accuracy.calibrate_open_set``).
     """
 
     target: str = option("onnx", lambda: "; ".join(f"{t.name}: {t.summary}" for t in TARGETS.values()),
@@ -90,6 +94,12 @@ class ExportOptions:
     parity_tol: float = 1e-4
     evaluate: bool = option(True, "skip the query/gallery accuracy measurement", flag="--no-eval")
     max_map_drop: float = 0.5
+    open_set_far: float = option(0.05, "false-accept rate the manifest's open-set threshold is chosen for (0.05: one "
+                                       "unknown person in 20 matched to somebody)", type=non_negative_float)
+    open_set_images: int = option(800, "images (whole identities, at most half of them) the open-set threshold is "
+                                       "calibrated on")
+    open_set_source: str = option("gallery", lambda: "images the open-set threshold is calibrated on: " + "; ".join(
+        f"{k} = {v}" for k, v in OPEN_SET_SOURCES.items()), choices=lambda: list(OPEN_SET_SOURCES))
     overwrite: bool = option(False, "replace an existing bundle folder once the new one is done")
     build_engine: bool = option(True, "jetson: do not build engines even if TensorRT is here (rtx always builds them)",
                                 flag="--no-engine")
@@ -101,6 +111,10 @@ class ExportOptions:
             raise ValueError(f"jetpack {self.jetpack!r}: expected 5 or 6 (or none)")
         if self.jetpack is not None and self.target != "jetson":
             raise ValueError("--jetpack applies to --target jetson only")
+        if self.open_set_source not in OPEN_SET_SOURCES:
+            raise ValueError(f"open_set_source {self.open_set_source!r}: expected one of {', '.join(OPEN_SET_SOURCES)}")
+        if not 0.0 <= self.open_set_far < 1.0:
+            raise ValueError(f"open_set_far {self.open_set_far}: expected a false-accept rate in [0, 1)")
         if self.calib_size < 1:
             raise ValueError(f"calib_size must be >= 1, got {self.calib_size}")
         if self.store_bits not in (32, 8, 4, 1):
@@ -298,7 +312,7 @@ def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
     accuracy: dict[str, Any] = {}
     if int8_graphs and dataset is not None and opts.evaluate:
         accuracy = _accuracy(dataset, spec_in, reference, float_graphs, int8_graphs, batch, codes, graph_scale,
-                             opts.max_map_drop)
+                             opts)
 
     # 7. manifest ---------------------------------------------------------------------------
     writer = BundleWriter(root, input=spec_in, embedding=embedding, model=_model_section(model), target=opts.target)
@@ -370,8 +384,8 @@ def _deq(y: np.ndarray, codes: bool, scale: float | None) -> np.ndarray:
 
 
 def _accuracy(dataset, spec_in: dict, reference, float_graphs: dict, int8_graphs: dict, batch: int | None,
-              codes: bool, scale: float | None, max_map_drop: float) -> dict[str, Any]:
-    from .accuracy import evaluate_runners
+              codes: bool, scale: float | None, opts: ExportOptions) -> dict[str, Any]:
+    from .accuracy import calibrate_open_set, evaluate_runners
     from .runners import onnxruntime_runner, openvino_runner, torch_runner
 
     runners = {"torch-fp32": torch_runner(reference)}
@@ -382,6 +396,14 @@ def _accuracy(dataset, spec_in: dict, reference, float_graphs: dict, int8_graphs
     code_scale = {n: scale for n in runners} if codes else None
     _log(f"accuracy on {len(dataset.query)} query / {len(dataset.gallery)} gallery images: {', '.join(runners)}")
     results = evaluate_runners(dataset.query, dataset.gallery, spec_in, runners, "torch-fp32", code_scale)
+    results["torch-fp32"]["open_set"] = calibrate_open_set(
+        dataset.gallery if opts.open_set_source == "gallery" else dataset.train, spec_in, runners["torch-fp32"],
+        far=opts.open_set_far, max_images=opts.open_set_images, seed=opts.calib_seed,
+        code_scale=scale if codes else None, source=opts.open_set_source)
+    t = results["torch-fp32"]["open_set"].get("threshold")
+    if t is not None:
+        _log(f"open-set threshold {t:.4f} for a false-accept rate of {opts.open_set_far:g} ({opts.open_set_source})")
+    max_map_drop = opts.max_map_drop
     for name, base in baseline_of.items():
         drop = 100.0 * (results[base]["mAP"] - results[name]["mAP"])
         results[name]["mAP_drop_points"] = drop

@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     "LabelledImage": "image_sources", "labelled_images": "image_sources", "enroll_images": "matcher",
     "Matcher": "matcher", "MatchConfig": "matcher", "Match": "matcher",
     # accuracy and speed on this device
-    "evaluate_rank": "metrics", "evaluate_all": "metrics", "evaluate_folders": "evaluate_folders",
+    "evaluate_rank": "metrics", "evaluate_all": "metrics", "evaluate_folders": "folder_eval",
     "BenchConfig": "bench", "run_bench": "bench", "latency_stats": "timing",
 }
 
@@ -66,7 +66,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from .bundle import Bundle, BundleError, load_bundle
     from .codec import CodecSpec, l2_normalize, quantize
     from .embedder import EmbeddedBatch, Embedder, EmbedderConfig
-    from .evaluate_folders import evaluate_folders
+    from .folder_eval import evaluate_folders
     from .image_sources import LabelledImage, labelled_images
     from .matcher import Match, MatchConfig, Matcher, enroll_images
     from .metrics import evaluate_all, evaluate_rank

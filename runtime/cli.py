@@ -495,7 +495,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate_folders import evaluate_folders
+    from .folder_eval import evaluate_folders
 
     if args.data:
         query = args.query or os.path.join(args.data, "query")
@@ -521,7 +521,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     codes = result["codes"]
     _note(f"rank-1 {codes['rank1']:.4f}, mAP {codes['mAP']:.4f} (codes) on {result['queries']} queries x "
           f"{result['gallery']} gallery images; results written to stdout" + (f" and {args.out}" if args.out else ""))
+    if result.get("open_set"):
+        o = result["open_set"]
+        _note(f"open set at threshold {o['threshold']:.4f} (half of the query identities enrolled): true-accept rate "
+              f"{_rate(o['true_accept_rate'])} of {o['enrolled_queries']} queries of enrolled people, false-accept "
+              f"rate {_rate(o['false_accept_rate'])} of {o['not_enrolled_queries']} of people not enrolled "
+              f"(target {_rate(o.get('target_false_accept_rate'))})")
     return EXIT_IMAGE_ERRORS if result["errors"] else EXIT_OK
+
+
+def _rate(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

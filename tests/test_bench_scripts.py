@@ -99,3 +99,29 @@ def test_bench_tensorrt_builds_each_graph_and_tables_the_preflight(tmp_path: Pat
     assert "| codes-output | unsupported-op | cast-type | pass |" in md and "| codes-output | fp32 | dynamic |" in md
     bad = run(str(REPO / "bench/bench_tensorrt.py"), "--variants", "nope", cwd=tmp_path)
     assert bad.returncode != 0 and "unknown variants ['nope']" in bad.stderr
+
+
+def test_recipe_log_records_a_run_and_renders_the_table(tmp_path: Path) -> None:
+    log = tmp_path / "runs.jsonl"
+    fake_train = ("import json, os, sys; out = sys.argv[sys.argv.index('--out') + 1]; os.makedirs(out); "
+                  "json.dump({'best': {'rank1': 0.9, 'mAP': 0.8, 'epoch': 3}, 'steps': 30, 'epochs': 3, "
+                  "'train_seconds': 12.5, 'baselines': {'pixels': {'rank1': 0.1, 'mAP': 0.07}}}, "
+                  "open(os.path.join(out, 'summary.json'), 'w'))")
+    proc = run(str(REPO / "bench/recipe_log.py"), "run", "--log", str(log), "--name", "conv", "--note", "conv stem",
+               "--", sys.executable, "-c", fake_train, "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"appended to {log}" in proc.stdout
+    rec = json.loads(log.read_text().splitlines()[0])
+    assert rec["name"] == "conv" and rec["returncode"] == 0 and rec["wall_s"] >= 0
+    assert rec["result"]["mAP"] == 0.8 and rec["result"]["steps"] == 30
+    assert rec["result"]["baselines"]["pixels"]["mAP"] == 0.07
+    proc = run(str(REPO / "bench/recipe_log.py"), "table", "--log", str(log), "--out-md", "t.md", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "t.md").read_text()
+    assert "| 1 | conv | 0.900 | 0.800 | 30 | 12 |" in md and "conv stem" in md and fake_train[:20] in md
+    # a failing command is recorded with its exit status and no result
+    proc = run(str(REPO / "bench/recipe_log.py"), "run", "--log", str(log), "--name", "bad", "--",
+               sys.executable, "-c", "raise SystemExit(3)", cwd=tmp_path)
+    assert proc.returncode == 3
+    bad = json.loads(log.read_text().splitlines()[1])
+    assert bad["returncode"] == 3 and bad["result"] == {}

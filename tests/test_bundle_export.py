@@ -69,6 +69,10 @@ def test_cpu_bundle_is_complete_and_measured(cpu_bundle):
         assert acc["max_map_drop_points"] == 0.5  # the budget, for the runtime's automatic choice
         assert acc["cosine_to_torch-fp32_mean"] > 0.95
     assert 0.0 < m["accuracy"]["torch-fp32"]["mAP"] <= 1.0
+    # the open-set threshold: chosen for a stated false-accept rate on gallery people, never on the query images
+    o = m["open_set"]
+    assert o["threshold"] > 0 and o["target_false_accept_rate"] == 0.05
+    assert o["calibration_false_accept_rate"] <= 0.05 and o["calibration_source"] == "gallery"
 
 
 def test_altered_bundle_file_is_refused(work, cpu_bundle, tmp_path):

@@ -329,3 +329,21 @@ def test_cli_rejects_prune_without_a_dense_checkpoint(market, tmp_path):
     res = subprocess.run([str(BIN / "edgereid"), "compress", "--data", str(market), "--method", "prune", "--dim", "4",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "--init-from" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cli_full_is_the_equal_budget_control(market, dense_ckpt, tmp_path):
+    """--method full: the dense model fine-tuned by the same command, nothing compressed (no --dim)."""
+    from edgereid.train.checkpoint import load_model
+
+    rec = run_compress(market, tmp_path / "control", "--method", "full", "--init-from", str(dense_ckpt))
+    assert (rec["method"], rec["dim"], rec["bits"], rec["quant"]) == ("full", 48, 32, "float")
+    assert rec["bytes_per_embedding"] == 48 * 4 and rec["compression_ratio"] == pytest.approx(1.0)
+    model, dense = load_model(tmp_path / "control"), load_model(dense_ckpt)
+    assert model.cfg.embedding.kind == "full" and model.cfg.embed_dim == 48
+    assert not torch.equal(model.backbone.blocks[0].mlp.fc1.weight, dense.backbone.blocks[0].mlp.fc1.weight)
+    log = (tmp_path / "control" / "train" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 1 and json.loads(log[0])["step"] == 2  # the same epochs x steps as any compress run
+    res = subprocess.run([str(BIN / "edgereid"), "compress", "--data", str(market), "--method", "slice",
+                          "--init-from", str(dense_ckpt), "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "needs --dim" in res.stderr and "Traceback" not in res.stderr

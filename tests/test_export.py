@@ -58,6 +58,7 @@ def _head_pruned(**kw):
 # Each pruning/compression form appears in at least one case (combined to keep the suite fast).
 CASES = {
     "dense": lambda: _model(),
+    "conv-stem": lambda: _model(stem="conv", stem_width=8),
     "heads-kv-slice": lambda: _head_pruned(embedding=EmbeddingConfig(kind="slice", dim=16),
                                            kv_keep=[[0, 1, 2, 3, 5, 8], [0, 2, 4, 6]]),
     "heads-drop-lowrank": lambda: _head_pruned(embedding=EmbeddingConfig(kind="lowrank", dim=12), drop_layers=[0],
@@ -74,7 +75,7 @@ def test_float_export_matches_torch_in_ort_and_openvino(case, tmp_path, images):
     proto = onnx.load(str(tmp_path / "m.onnx"))
     assert [o.version for o in proto.opset_import if o.domain == ""] == [17]
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, *IMG]
-    if case != "dense":  # the pruned widths are in the graph, not masked
+    if "heads" in case:  # the pruned widths are in the graph, not masked
         widths = {tuple(t.dims) for t in proto.graph.initializer}
         assert not any(3 * 3 * 16 in w for w in widths)  # no dense qkv (3 heads x 16 x q/k/v) left
         assert any(w in ((96, 48), (48, 96)) for w in widths)  # block 0: 2 heads kept
@@ -82,6 +83,8 @@ def test_float_export_matches_torch_in_ort_and_openvino(case, tmp_path, images):
         assert "TopK" in res.checks["op_types"]
     if "kv" in case:
         assert "Gather" in res.checks["op_types"]
+    if case == "conv-stem":  # 4 stride-2 3x3 stages + the 1x1 projection
+        assert sum(n.op_type == "Conv" for n in proto.graph.node) == 5
     xml, _ = convert_to_ir(tmp_path / "m.onnx", tmp_path / "ov" / "model.xml")
     report = parity_report(model, x, {"onnx": tmp_path / "m.onnx", "ir": xml}, batch=1)
     assert report["onnx"]["onnxruntime_max_abs"] <= 1e-4

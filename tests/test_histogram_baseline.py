@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgereid.data.synth import SynthConfig, generate
+from edgereid.train.baselines import add_baseline_arguments, main_baseline
 from edgereid.train.histogram_baseline import (
     HistogramConfig,
-    add_baseline_arguments,
     euclidean_distmat,
     features,
     histogram,
-    main_baseline,
     run_baseline,
 )
 from PIL import Image
@@ -96,28 +95,29 @@ def _synth(tmp_path: Path, name: str, **kw) -> Path:
                                 width=32, distractors=5, junk=2, **kw), progress=False)
 
 
-def test_histogram_is_a_weak_floor_on_the_synthetic_data_because_of_its_difficulty(tmp_path):
-    hard = run_baseline("market1501", _synth(tmp_path, "hard"))
-    easy = run_baseline("market1501", _synth(tmp_path, "easy", camera_cast=0.0, camera_light=0.0, max_noise=0.0,
-                                             max_blur=0.0, min_resolution=1.0, palette_size=16, ids_per_scheme=1,
-                                             occlusion_prob=0.0))
-    # the default difficulty (shared palettes, camera casts) defeats colour statistics ...
-    assert hard["mAP"] < 0.15, hard
-    # ... while the same people without those knobs are visibly easier for a histogram
-    assert easy["mAP"] > hard["mAP"] + 0.1, (easy, hard)
+def test_histogram_is_informative_on_the_default_synthetic_set_and_camera_casts_defeat_it(tmp_path):
+    default = run_baseline("market1501", _synth(tmp_path, "default"))
+    cast = run_baseline("market1501", _synth(tmp_path, "cast", camera_cast=0.12, camera_light=0.2))
+    # chance here is about 1 / (gallery images per identity spread): the default set gives colour real
+    # information, as on real cameras (hand-made colour features reach mAP ~0.2 on Market-1501) ...
+    assert default["mAP"] > 0.25, default
+    # ... and strong per-camera colour casts on flat synthetic colours take most of it away
+    assert cast["mAP"] < default["mAP"] - 0.1, (cast, default)
 
 
 def test_main_baseline_and_bad_inputs(tmp_path, capsys):
     root = write_colour_market(tmp_path / "m")
     parser = argparse.ArgumentParser()
     add_baseline_arguments(parser)
-    args = parser.parse_args(["--data", str(root), "--out", str(tmp_path / "b.json"), "--bins", "4x4x4", "--space", "rgb"])
+    args = parser.parse_args(["--data", str(root), "--out", str(tmp_path / "b.json"), "--bins", "4x4x4", "--space", "rgb",
+                              "--kind", "histogram"])
     assert main_baseline(args) == 0
-    assert json.loads((tmp_path / "b.json").read_text())["config"]["bins"] == [4, 4, 4]
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert list(doc["baselines"]) == ["histogram"] and doc["baselines"]["histogram"]["config"]["bins"] == [4, 4, 4]
     assert str(tmp_path / "b.json") in capsys.readouterr().out
     args = parser.parse_args(["--data", str(tmp_path / "missing")])
     assert main_baseline(args) == 2
-    assert "missing" in capsys.readouterr().out
+    assert "missing" in capsys.readouterr().err  # a clear error on stderr, exit 2
     with pytest.raises(SystemExit):
         parser.parse_args(["--data", str(root), "--bins", "8x4"])
     with pytest.raises(ValueError, match="stripes"):
@@ -134,4 +134,5 @@ def test_edgereid_baseline_command(tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert str(out) in res.stdout
-    assert json.loads(out.read_text())["mAP"] == 1.0
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "edgereid-baselines" and doc["baselines"]["histogram"]["mAP"] == 1.0

@@ -309,6 +309,13 @@ def test_eval_reports_rank1_and_map(world, tmp_path: Path):
     # the tiny model separates these colour-coded identities perfectly (see test_query_finds_every_identity)
     assert res["codes"]["rank1"] == 1.0 and res["codes"]["mAP"] == 1.0
     assert str(out_file) in proc.stderr
+    # open set at the manifest's threshold (0.6): half of the 6 query identities enrolled; every query of an
+    # enrolled person is accepted as the right one, the others' nearest entries are other people
+    o = res["open_set"]
+    assert o["threshold"] == 0.6 and o["enrolled_queries"] == 3 and o["not_enrolled_queries"] == 3
+    assert o["true_accept_rate"] == 1.0 and o["true_accepts"] == 3
+    assert o["false_accepts"] == round(o["false_accept_rate"] * 3)
+    assert "open set at threshold 0.6000" in proc.stderr and "false-accept rate" in proc.stderr
 
 
 def test_bench_writes_json_and_markdown(world, tmp_path: Path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -28,6 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_every_public_name_resolves_and_all_is_the_table():
     assert sorted(rt.__all__) == sorted(rt._EXPORTS) and len(set(rt.__all__)) == len(rt.__all__)
+    # a public name that is also a submodule's name would become the module once that module is imported
+    modules = {m.name for m in pkgutil.iter_modules(rt.__path__)}
+    assert not modules & set(rt.__all__), modules & set(rt.__all__)
+    for module in sorted(set(rt._EXPORTS.values())):
+        importlib.import_module(f"edgereid.runtime.{module}")  # as the CLI and other modules do
     for name in rt.__all__:
         value = getattr(rt, name)
         assert getattr(value, "__name__", name) == name or name == "BACKENDS", name

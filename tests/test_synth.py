@@ -250,3 +250,32 @@ def test_edgereid_synth_command(tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert str(out) in res.stdout and (out / MARKER).exists()
+
+
+def test_train_ids_sets_the_split_and_is_validated():
+    train, test = split_identities(SynthConfig(ids=50, train_ids=40))
+    assert len(train) == 40 and len(test) == 10 and not set(train) & set(test)
+    assert sorted(train + test) == list(range(1, 51))
+    half = split_identities(SynthConfig(ids=50))
+    assert len(half[0]) == 25  # default: half
+    with pytest.raises(ValueError, match="train_ids"):
+        SynthConfig(ids=50, train_ids=49).validate()
+
+
+def test_background_saturation_greys_the_street_but_not_the_person(tmp_path):
+    grey = generate(small(tmp_path / "grey", ids=4, distractors=0, junk=0, background_saturation=0.0, camera_cast=0.0,
+                          camera_light=0.0, max_noise=0.0), progress=False)
+    colour = generate(small(tmp_path / "colour", ids=4, distractors=0, junk=0, background_saturation=1.0,
+                            camera_cast=0.0, camera_light=0.0, max_noise=0.0), progress=False)
+
+    def border_chroma(root: Path) -> float:  # colourfulness of the left/right 3-pixel borders (mostly background)
+        vals = []
+        for p in sorted((root / "bounding_box_train").glob("*.jpg")):
+            x = np.asarray(Image.open(p).convert("RGB"), np.float32)
+            edge = np.concatenate([x[:, :3], x[:, -3:]], 1)
+            vals.append(float((edge.max(-1) - edge.min(-1)).mean()))
+        return float(np.mean(vals))
+
+    assert border_chroma(grey) < 6.0 < border_chroma(colour)
+    with pytest.raises(ValueError, match="background_saturation"):
+        SynthConfig(background_saturation=1.5).validate()

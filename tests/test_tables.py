@@ -22,7 +22,7 @@ from edgereid.runtime.bundle import BundleError, load_bundle
 from edgereid.runtime.cli import build_parsers
 from edgereid.runtime.tables import BACKENDS, TARGETS
 from edgereid.train.checkpoint import load_model, save_checkpoint
-from edgereid.train.compress.methods import METHODS, CompressConfig, compress
+from edgereid.train.compress.methods import METHODS, SWEEP_METHODS, CompressConfig, compress
 from edgereid.train.config import BackboneConfig, ModelConfig
 from edgereid.train.engine import TrainConfig, fit
 from edgereid.train.models import build_model
@@ -55,7 +55,8 @@ def test_cli_choices_and_docs_come_from_the_tables():
     assert choices(rt["match"], "backend") == list(BACKENDS)
     sub = edgereid_parser()
     assert choices(sub["export"], "target") == list(TARGETS)
-    assert choices(sub["compress"], "method") == list(METHODS) == choices(sub["sweep"], "methods")
+    assert choices(sub["compress"], "method") == list(METHODS)
+    assert choices(sub["sweep"], "methods") == list(SWEEP_METHODS) == [n for n, m in METHODS.items() if not m.is_control]
     assert choices(sub["prune"], "mode") == list(MODES) and choices(sub["prune"], "token_form") == list(TOKEN_FORMS)
     for name in list_datasets():
         assert name in next(a.help for a in sub["train"]._actions if a.dest == "dataset")
@@ -148,7 +149,9 @@ def test_every_compression_method_trains_an_embedding_of_the_asked_size(name, ma
     tcfg = TrainConfig(epochs=1, batch_size=16, workers=0, max_steps_per_epoch=1, eval_every=0)
     rec = compress(cfg, ds, tcfg, tmp_path / name)
     model = load_model(tmp_path / name)
-    assert rec["method"] == name and model.cfg.embed_dim == 12 and model.cfg.embedding.bits == 8
+    # the control compresses nothing: it keeps the dense model's full embedding (and ignores dim)
+    want = model.cfg.feature_dim if METHODS[name].is_control else 12
+    assert rec["method"] == name and rec["dim"] == want and model.cfg.embed_dim == want and model.cfg.embedding.bits == 8
     assert rec["quant"] == "ptq" and model.quant.has_scale and 0 <= rec["mAP"] <= 1
     with pytest.raises(ValueError, match="--init-from") if METHODS[name].needs_dense else _nothing():
         CompressConfig(method=name, dim=12).validate()

@@ -21,6 +21,9 @@ VIT_SIZES: dict[str, dict[str, int]] = {
     "vit_base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
 }
 
+# How pixels become tokens (BackboneConfig.stem); train/models/vit_backbone.py builds each.
+STEMS = ("patch", "conv")
+
 
 @dataclass
 class BackboneConfig:
@@ -32,6 +35,11 @@ class BackboneConfig:
         is the cls token and is always kept), or None for a block that keeps all of them.
     drop_layers / drop_keep: ``drop`` token pruning: after attention in each listed block keep the
         top ``ceil(drop_keep * n)`` non-cls tokens by cls attention and fuse the rest into one token.
+    stem: how pixels become tokens. ``patch`` = one patch_size x patch_size convolution (timm's
+        ViT, what pretrained checkpoints hold); ``conv`` = a stack of 3x3 stride-2 convolutions with
+        BatchNorm + ReLU down to the same patch grid, then a 1x1 projection (a locality prior that
+        makes a ViT trained from scratch on a small data set learn much faster; the token count is
+        the same). ``stem_width``: channels of the first conv stage (doubling every stage).
     """
 
     name: str = "vit_tiny"
@@ -46,6 +54,8 @@ class BackboneConfig:
     kv_keep: list[list[int] | None] | None = None
     drop_layers: list[int] = field(default_factory=list)
     drop_keep: float = 0.7
+    stem: str = "patch"
+    stem_width: int = 24
 
     @classmethod
     def for_size(cls, name: str, **overrides: Any) -> BackboneConfig:
@@ -73,6 +83,12 @@ class BackboneConfig:
         h, w = self.img_size
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem {self.stem!r}: expected one of {', '.join(STEMS)}")
+        if self.stem == "conv" and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
+            raise ValueError(f"the conv stem needs a power-of-two patch_size >= 2, got {self.patch_size}")
+        if self.stem_width < 1:
+            raise ValueError(f"stem_width must be >= 1, got {self.stem_width}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.heads_per_layer is not None:
@@ -190,9 +206,9 @@ class AugmentConfig:
     of it; 0 = off); after normalisation, erase a random rectangle with probability ``random_erasing``."""
 
     flip: float = 0.5
-    pad: int = 10
-    random_erasing: float = 0.5
-    color_jitter: float = 0.0
+    pad: int = option(10, "pad-and-random-crop margin in pixels")
+    random_erasing: float = option(0.5, "probability of erasing a random rectangle of each training image")
+    color_jitter: float = option(0.0, "brightness/contrast/saturation jitter strength, hue a quarter of it (0 = off)")
 
 
 @dataclass

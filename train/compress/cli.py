@@ -12,7 +12,7 @@ from pathlib import Path
 from edgereid.data.flags import add_options, options_from_args
 
 from ..cli_common import add_data_arguments, add_model_arguments, add_training_arguments
-from .methods import METHODS, CompressConfig
+from .methods import SWEEP_METHODS, CompressConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_arguments(p)
     add_model_arguments(p)
     add_training_arguments(p)
-    add_options(p.add_argument_group("compression"), CompressConfig, required=("method", "dim"))
+    add_options(p.add_argument_group("compression"), CompressConfig, required=("method",))
     p.add_argument("--out", required=True, help="run folder: the final checkpoint, compress.json, training logs")
     p.set_defaults(func=cmd_compress)
 
@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
     g.add_argument("--dense-ckpt", default=None, help="use this trained dense checkpoint instead of training one")
-    g.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                   help=f"methods to sweep (default all: {' '.join(METHODS)})")
+    g.add_argument("--methods", nargs="+", default=list(SWEEP_METHODS), choices=list(SWEEP_METHODS),
+                   help=f"methods to sweep (default all: {' '.join(SWEEP_METHODS)})")
     g.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="compressed dims (default: 3/4, 5/8, 1/2, 1/4, 1/12, 1/24 of d, plus --extra-dims)")
     g.add_argument("--extra-dims", type=int, nargs="*", default=[32],
@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--qat-epochs", type=int, default=2, help="epochs of each int8 QAT fine-tune (default 2)")
     g.add_argument("--qat-lr-scale", type=float, default=0.2, help="QAT fine-tune LR = this x --lr (default 0.2)")
     g.add_argument("--shortlist", type=int, default=100, help="1-bit + int8 re-ranking short-list length (default 100)")
+    g.add_argument("--no-control", action="store_true",
+                   help="skip the equal-budget control (the dense model fine-tuned with the methods' schedule, "
+                        "nothing compressed); without it every delta mixes the method with its extra epochs")
     g.add_argument("--quick", action="store_true",
                    help="CI-sized sweep: 1-epoch dense model, <= 2 steps an epoch, sizes 1/2 and 1/12 of d")
     g.add_argument("--report-only", action="store_true", help="only rewrite the table and plot from sweep.json")
@@ -107,6 +110,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                           variants=variants, finetune_fraction=args.finetune_fraction,
                           finetune_lr_scale=args.finetune_lr_scale, from_scratch=args.from_scratch,
                           qat_epochs=args.qat_epochs, qat_lr_scale=args.qat_lr_scale, shortlist=args.shortlist,
+                          control=not args.no_control,
                           train=train_config_from_args(args))
         dataset = build_dataset(args.dataset, args.data)
         run_sweep(cfg, dataset, quick=args.quick, command=this)

@@ -6,6 +6,9 @@ Methods (arXiv 2405.14730), one entry each of ``METHODS``:
   model, BNNeck rows and classifier columns carried over).
 - ``prune``: iterative dimension pruning from a dense checkpoint (required), walking the paper's
   sizes down to ``dim``, each stage retrained for ``stage_fraction`` of the dense model's epochs.
+- ``full``: the equal-budget control: the dense checkpoint (required) fine-tuned by the same command,
+  same epochs and schedule, with its full embedding (``dim`` is ignored): a compressed model's delta
+  against it is the compression's, not the extra epochs'.
 Quantisation: ``qat`` trains with fake-quantised ``bits``-bit embeddings wherever training happens
 (scale seeded from the train split); ``bits`` < 32 without ``qat`` is post-training quantisation,
 calibrated on the train split after training. The final model is evaluated through the codec.
@@ -43,7 +46,7 @@ class CompressConfig:
 
     method: str = option("slice", lambda: "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()),
                          choices=lambda: list(METHODS))
-    dim: int = option(32, "compressed embedding size K")
+    dim: int | None = option(None, "compressed embedding size K (required except for the control, full)")
     bits: int = option(32, "embedding code width: 32 = float; 8/4 = integer codes; 1 = sign bits",
                        choices=(32, 8, 4, 1))
     qat: bool = option(False, "quantisation-aware training (else --bits < 32 is post-training)")
@@ -68,7 +71,9 @@ class CompressConfig:
             raise ValueError("--qat needs --bits 8, 4 or 1")
         if method.needs_dense and not self.init_from:
             raise ValueError(f"--method {method.name} starts from a trained dense model: pass --init-from DENSE_CKPT")
-        if self.dim < 1:
+        if self.dim is None and not method.is_control:
+            raise ValueError(f"--method {method.name} needs --dim K (the compressed embedding size)")
+        if self.dim is not None and self.dim < 1:
             raise ValueError(f"--dim must be >= 1, got {self.dim}")
 
 
@@ -161,6 +166,13 @@ def _lowrank_from(dense, dim: int):
     return lowrank_from(dense, dim)
 
 
+def _full_from(dense, dim: int | None):
+    if dense.cfg.embedding.kind != "full":
+        raise ValueError(f"--method full fine-tunes a dense model, but --init-from has a {dense.cfg.embedding.kind!r} "
+                         "embedding")
+    return dense
+
+
 @dataclass(frozen=True)
 class CompressionMethod:
     """One way to compress the embedding: an entry of ``METHODS`` (CLI choices and the sweep read it)."""
@@ -170,13 +182,18 @@ class CompressionMethod:
     needs_dense: bool  # starts from a trained dense checkpoint (--init-from is required)
     train: Callable[[CompressionMethod, _Run], _Trained]
     from_dense: Callable[[Any, int], Any] | None = None  # dense model, dim -> the model with this head
+    is_control: bool = False  # compresses nothing: the dense model fine-tuned by the same command
 
 
 METHODS: dict[str, CompressionMethod] = {m.name: m for m in (
     CompressionMethod("slice", "the first K dimensions of the cls token", False, _train_head, _slice_from),
     CompressionMethod("lowrank", "a learnable projection e = A^T f", False, _train_head, _lowrank_from),
     CompressionMethod("prune", "iterative dimension pruning of a dense model", True, _dim_prune),
+    CompressionMethod("full", "nothing compressed: the equal-budget control (the --init-from model fine-tuned by "
+                              "the same command)", True, _train_head, _full_from, is_control=True),
 )}
+# what the sweep compares (the control is trained by the sweep itself, stage by stage)
+SWEEP_METHODS: tuple[str, ...] = tuple(name for name, m in METHODS.items() if not m.is_control)
 
 
 def compress(cfg: CompressConfig, dataset, tcfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -198,6 +215,8 @@ def compress(cfg: CompressConfig, dataset, tcfg: TrainConfig, out_dir: str | Pat
     total = start_seconds + own_seconds
     metrics = evaluate_model_codes(model, dataset, tcfg.eval_batch_size, device)
     d_full = model.cfg.feature_dim
+    if method.is_control:
+        cfg = dataclasses.replace(cfg, dim=d_full)
     record = {
         "method": cfg.method, "dim": cfg.dim, "bits": cfg.bits, "quant": "qat" if cfg.qat else ("ptq" if cfg.bits < 32 else "float"),
         "bytes_per_embedding": bytes_per_embedding(cfg.dim, cfg.bits),

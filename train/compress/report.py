@@ -19,19 +19,30 @@ STYLE = {"float32": "-", "int8-ptq": "--", "int8-qat": ":", "4bit-ptq": "-.", "1
 COLOURS = {"full": "black", "slice": "tab:blue", "lowrank": "tab:orange", "prune": "tab:green"}
 
 
+def is_control(r: dict[str, Any]) -> bool:
+    """The equal-budget control's records: the full model fine-tuned with the methods' schedule."""
+    return r["method"] == "full" and r.get("stage") is not None
+
+
+def _label(r: dict[str, Any]) -> str:
+    return f"control (stage {r['stage']})" if is_control(r) else r["method"]
+
+
 def _sort_key(r: dict[str, Any]) -> tuple:
     m = METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else len(METHOD_ORDER)
     v = VARIANT_ORDER.index(r["variant"]) if r["variant"] in VARIANT_ORDER else len(VARIANT_ORDER)
-    return m, -int(r["dim"]), v
+    return m, r.get("stage") or 0, -int(r["dim"]), v
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    lines = ["| method | dims | code | bytes / embedding | ratio vs d x fp32 | rank-1 | mAP | mINP | train s (own / total) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | dims | code | bytes / embedding | ratio vs d x fp32 | fine-tune epochs | rank-1 | mAP | mINP | "
+             "train s (own / total) |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(records, key=_sort_key):
-        lines.append(f"| {r['method']} | {r['dim']} | {r['variant']} | {r['bytes_per_embedding']} | "
-                     f"{r['compression_ratio']:.1f}x | {100 * r['rank1']:.1f} | {100 * r['mAP']:.1f} | "
-                     f"{100 * r['mINP']:.1f} | {r['train_seconds']:.0f} / {r['total_train_seconds']:.0f} |")
+        ft = r.get("finetune_epochs")
+        lines.append(f"| {_label(r)} | {r['dim']} | {r['variant']} | {r['bytes_per_embedding']} | "
+                     f"{r['compression_ratio']:.1f}x | {'-' if ft is None else ft} | {100 * r['rank1']:.1f} | "
+                     f"{100 * r['mAP']:.1f} | {100 * r['mINP']:.1f} | {r['train_seconds']:.0f} / "
+                     f"{r['total_train_seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -42,7 +53,18 @@ def best_within(records: list[dict[str, Any]], max_bytes: int, exclude_rerank: b
 
 
 def full_float(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return next((r for r in records if r["method"] == "full" and r["variant"] == "float32"), None)
+    return next((r for r in records if r["method"] == "full" and r["variant"] == "float32" and not is_control(r)),
+                None)
+
+
+def control_for(records: list[dict[str, Any]], point: dict[str, Any]) -> dict[str, Any] | None:
+    """The control record with the same fine-tuning epochs as ``point``, in float32 (the uncompressed
+    embedding after the same extra training), or None when the sweep has no such stage."""
+    ft = point.get("finetune_epochs")
+    if ft is None:
+        return None
+    return next((r for r in records if is_control(r) and r["variant"] == "float32" and r.get("finetune_epochs") == ft),
+                None)
 
 
 def target_lines(records: list[dict[str, Any]], budget: int = 32, tolerance: float = 0.04) -> list[str]:
@@ -67,6 +89,15 @@ def target_lines(records: list[dict[str, Any]], budget: int = 32, tolerance: flo
                      f"{100 * best['mAP']:.1f} ({-100 * drop:+.1f} % relative to the full fp32 mAP), rank-1 "
                      f"{100 * best['rank1']:.1f}"
                      f"{verdict}")
+        ctrl = control_for(records, best)
+        if ctrl is not None and ctrl["mAP"] > 0:
+            cdrop = (ctrl["mAP"] - best["mAP"]) / ctrl["mAP"]
+            cverdict = ""
+            if cap == budget:
+                cverdict = " -> target MET" if cdrop <= tolerance else " -> target NOT met"
+            lines.append(f"  - against the equal-budget control (the full model fine-tuned {ctrl['finetune_epochs']} "
+                         f"epochs the same way, float32): mAP {100 * ctrl['mAP']:.1f}, so {-100 * cdrop:+.1f} % "
+                         f"relative{cverdict}")
     return lines
 
 
@@ -78,7 +109,7 @@ def plot(records: list[dict[str, Any]], png: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for method in METHOD_ORDER:
-        rows = [r for r in records if r["method"] == method]
+        rows = [r for r in records if r["method"] == method and not is_control(r)]
         for variant in VARIANT_ORDER:
             pts = sorted((r["bytes_per_embedding"], r["mAP"]) for r in rows if r["variant"] == variant)
             if not pts:
@@ -87,6 +118,10 @@ def plot(records: list[dict[str, Any]], png: Path) -> Path:
             label = f"{method} {variant}" if method != "full" else f"full model {variant}"
             ax.plot(xs, [100 * y for y in ys], linestyle=STYLE[variant], marker="o" if variant == "float32" else ".",
                     color=COLOURS.get(method, "grey"), label=label, alpha=0.9 if variant in ("float32", "int8-qat") else 0.6)
+    ctrl = [r for r in records if is_control(r) and r["variant"] in ("float32", "int8-qat")]
+    if ctrl:
+        ax.scatter([r["bytes_per_embedding"] for r in ctrl], [100 * r["mAP"] for r in ctrl], marker="x", color="grey",
+                   label="equal-budget control (full, fine-tuned)", zorder=3)
     ref = full_float(records)
     if ref is not None:
         ax.axhline(100 * ref["mAP"], color="black", linewidth=0.8, alpha=0.5)
@@ -126,7 +161,10 @@ def markdown(data: dict[str, Any], png_name: str | None, command: str | None = N
               "integer distances (1-bit: Hamming; `+int8-rerank`: the Hamming short list of "
               f"{cfg.get('shortlist')} re-ranked by int8 codes, whose bytes are counted). Training seconds: "
               "own = this model's training (for QAT including its float model), total = everything from random "
-              "initialisation (the dense model included).", "",
+              "initialisation (the dense model included). Fine-tune epochs: training after the dense model "
+              "(QAT included); the control rows are the full model fine-tuned stage after stage with exactly the "
+              "methods' fine-tuning schedule and nothing compressed, so a method is compared with the control of "
+              "the same fine-tune epochs, not with the less-trained dense model.", "",
               "## Target", "", *target_lines(records), ""]
     if png_name:
         parts += [f"![mAP vs bytes per embedding]({png_name})", ""]

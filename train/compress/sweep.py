@@ -33,7 +33,7 @@ from ..engine import TrainConfig, fit, resolve_device
 from ..models import build_model
 from .dim_prune import PruneSchedule, iterative_prune
 from .evaluate_codes import evaluate_embeddings, evaluate_model_codes
-from .methods import METHODS
+from .methods import METHODS, SWEEP_METHODS
 from .ptq import calibrate_scale, normalised_embeddings
 from .qat import QATConfig, qat_finetune
 from .sizes import bytes_per_embedding, paper_sizes
@@ -57,6 +57,9 @@ class SweepConfig:
     sizes: compressed dims (None: the paper's six ratios of d plus ``extra_dims``).
     extra_dims: sizes beside the paper's ratios (32 dims x int8 = 32 bytes, the headline byte count).
     variants: which of ``VARIANTS`` to record per float model.
+    control: also fine-tune the dense model with nothing compressed, stage by stage with the methods'
+        fine-tuning schedule (records ``full/d/<variant>@<stage>``): the equal-budget reference each
+        compressed point is compared with, so that a delta is the method's, not its extra epochs'.
     """
 
     data: str = "runs/synth"
@@ -67,7 +70,7 @@ class SweepConfig:
     pretrained: str | None = None
     epochs: int = 30
     dense_ckpt: str | None = None
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = SWEEP_METHODS
     sizes: list[int] | None = None
     extra_dims: list[int] = field(default_factory=lambda: [32])
     variants: tuple[str, ...] = tuple(VARIANTS)
@@ -77,6 +80,7 @@ class SweepConfig:
     qat_epochs: int = 2
     qat_lr_scale: float = 0.2
     shortlist: int = 100
+    control: bool = True
     quick: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -106,8 +110,9 @@ def quick_config(cfg: SweepConfig) -> SweepConfig:
     return dataclasses.replace(cfg, epochs=1, qat_epochs=1, train=train, extra_dims=[], quick=True)
 
 
-def record_key(method: str, dim: int, variant: str) -> str:
-    return f"{method}/{dim}/{variant}"
+def record_key(method: str, dim: int, variant: str, stage: int | None = None) -> str:
+    """``method/dim/variant``; the control's records add ``@stage`` (its fine-tuning stages)."""
+    return f"{method}/{dim}/{variant}" + (f"@{stage}" if stage is not None else "")
 
 
 class SweepState:
@@ -185,17 +190,23 @@ class Sweep:
         return load_model(path), float(summary["train_seconds"]), path
 
     # -- per float model ------------------------------------------------------------------------
-    def keys(self, method: str, dim: int) -> list[str]:
-        return [record_key(method, dim, v) for v in self.cfg.variants]
+    def keys(self, method: str, dim: int, stage: int | None = None) -> list[str]:
+        return [record_key(method, dim, v, stage) for v in self.cfg.variants]
 
-    def all_done(self, method: str, dim: int) -> bool:
-        return all(self.state.has(k) for k in self.keys(method, dim))
+    def all_done(self, method: str, dim: int, stage: int | None = None) -> bool:
+        return all(self.state.has(k) for k in self.keys(method, dim, stage))
 
     def evaluate(self, method: str, dim: int, model, own_seconds: float, total_seconds: float, run_dir: Path,
-                 d_full: int) -> None:
-        """All records of one float model (PTQ variants from one embedding pass; QAT fine-tuned)."""
-        ptq = [v for v in self.cfg.variants if VARIANTS[v][1] != "qat" and not self.state.has(record_key(method, dim, v))]
-        base = {"method": method, "dim": dim, "d": d_full, "float_ckpt": str(run_dir)}
+                 d_full: int, finetune_epochs: int = 0, stage: int | None = None) -> None:
+        """All records of one float model (PTQ variants from one embedding pass; QAT fine-tuned).
+
+        ``finetune_epochs``: epochs this float model trained after the dense model (the budget the
+        equal-budget control matches); ``stage``: the control's stage number (None for the methods).
+        """
+        ptq = [v for v in self.cfg.variants
+               if VARIANTS[v][1] != "qat" and not self.state.has(record_key(method, dim, v, stage))]
+        base = {"method": method, "dim": dim, "d": d_full, "float_ckpt": str(run_dir),
+                "finetune_epochs": finetune_epochs, "stage": stage}
         if ptq:
             model = model.to(self.device)
             bs = self.cfg.train.eval_batch_size
@@ -211,8 +222,8 @@ class Sweep:
                 m = evaluate_embeddings(emb["query"], emb["gallery"], self.dataset.query, self.dataset.gallery,
                                         bits, scales.get(bits), scales[8] if rerank else None, self.cfg.shortlist)
                 self._add(base, v, m, own_seconds, total_seconds, scale=scales.get(bits))
-        if "int8-qat" in self.cfg.variants and not self.state.has(record_key(method, dim, "int8-qat")):
-            qdir = self.out / "qat8" / f"{method}_{dim}"
+        if "int8-qat" in self.cfg.variants and not self.state.has(record_key(method, dim, "int8-qat", stage)):
+            qdir = self.out / "qat8" / (f"{method}_{dim}" + (f"_stage{stage}" if stage is not None else ""))
             qcfg = QATConfig(bits=8, epochs=self.cfg.qat_epochs, lr_scale=self.cfg.qat_lr_scale)
             if _run_done(qdir):
                 qmodel, qsec = load_model(qdir), _summary_seconds(qdir)
@@ -231,15 +242,16 @@ class Sweep:
                 # fit evaluated the QAT model's eval output, the dequantised codes s*q: with one scale their
                 # float distances rank exactly like the codec's integer distances (tests/test_compress.py)
                 m = {**m, "bytes_per_embedding": bytes_per_embedding(dim, 8)}
-            self._add({**base, "qat_ckpt": str(qdir)}, "int8-qat", m, own_seconds + qsec, total_seconds + qsec,
-                      scale=float(qmodel.quant.scale))
+            self._add({**base, "qat_ckpt": str(qdir), "finetune_epochs": finetune_epochs + self.cfg.qat_epochs},
+                      "int8-qat", m, own_seconds + qsec, total_seconds + qsec, scale=float(qmodel.quant.scale))
 
     def _add(self, base: dict[str, Any], variant: str, m: dict[str, Any], own: float, total: float,
              scale: float | None) -> None:
         bits, quant, rerank = VARIANTS[variant]
         nbytes = int(m["bytes_per_embedding"])
         self.state.add({
-            "key": record_key(base["method"], base["dim"], variant), **base, "variant": variant, "bits": bits,
+            "key": record_key(base["method"], base["dim"], variant, base.get("stage")), **base, "variant": variant,
+            "bits": bits,
             "quant": quant, "rerank": m.get("rerank"), "bytes_per_embedding": nbytes,
             "compression_ratio": round(base["d"] * 4 / nbytes, 3), "scale": scale,
             "rank1": round(m["rank1"], 5), "mAP": round(m["mAP"], 5), "mINP": round(m["mINP"], 5),
@@ -279,7 +291,8 @@ class Sweep:
             own = float(summary["train_seconds"])
             model = load_model(run_dir)
         total = own if self.cfg.from_scratch else dense_seconds + own
-        self.evaluate(method, dim, model, own, total, run_dir, d)
+        self.evaluate(method, dim, model, own, total, run_dir, d,
+                      finetune_epochs=0 if self.cfg.from_scratch else self.cfg.finetune_epochs)
 
     def pruned(self, sizes: list[int], dense, dense_seconds: float, d: int) -> None:
         todo = [k for k in sizes if not self.all_done("prune", k)]
@@ -295,12 +308,42 @@ class Sweep:
                 self.state.invocation["trained"] += 1
             if not self.all_done("prune", k):
                 self.evaluate("prune", k, model, float(record["total_train_seconds"]) - dense_seconds,
-                              float(record["total_train_seconds"]), Path(record["ckpt"]), d)
+                              float(record["total_train_seconds"]), Path(record["ckpt"]), d,
+                              finetune_epochs=(walk.index(k) + 1) * schedule.stage_epochs)
             self._status(f"prune {k}: done")
 
         self._status(f"prune: walking {walk}")
         iterative_prune(dense, self.dataset, schedule, tcfg, self.out / "prune", start_seconds=dense_seconds,
                         on_stage=on_stage)
+
+    def control_stages(self, sizes: list[int]) -> int:
+        """How many fine-tuning stages the control needs: one per dimension-pruning stage (else one)."""
+        return len(sizes) if "prune" in self.cfg.methods else 1
+
+    def control(self, stages: int, dense, dense_seconds: float, d: int) -> None:
+        """The equal-budget control: the dense model fine-tuned stage after stage with the fine-tuning
+        schedule of slice/low-rank (= one stage) and of every dimension-pruning stage (same epochs,
+        learning rate, no warm-up), nothing compressed. Stage j matches slice/low-rank (j = 1) and the
+        j-th pruning stage; its int8 QAT variant adds the same QAT fine-tune as theirs."""
+        tcfg = dataclasses.replace(self.cfg.train, epochs=self.cfg.finetune_epochs, eval_every=0, warmup_epochs=0.0,
+                                   lr=self.cfg.train.lr * self.cfg.finetune_lr_scale)
+        model, total = dense, dense_seconds
+        for j in range(1, stages + 1):
+            run_dir = self.out / "control" / f"stage_{j}"
+            if _run_done(run_dir):
+                own = _summary_seconds(run_dir)
+                if self.all_done("full", d, j):
+                    self.state.invocation["skipped"] += 1
+            else:
+                self._status(f"control: stage {j}/{stages}")
+                summary = fit(model, self.dataset, tcfg, run_dir, metadata={"sweep": {"method": "control", "stage": j}})
+                self.state.invocation["trained"] += 1
+                own = float(summary["train_seconds"])
+            model = load_model(run_dir)
+            total += own
+            if not self.all_done("full", d, j):
+                self.evaluate("full", d, model, total - dense_seconds, total, run_dir, d,
+                              finetune_epochs=j * tcfg.epochs, stage=j)
 
     def run(self) -> list[dict[str, Any]]:
         dense, dense_seconds, dense_path = self.dense()
@@ -309,7 +352,8 @@ class Sweep:
             raise ValueError(f"{dense_path}: the sweep's dense model must have a full embedding, got "
                              f"{dense.cfg.embedding.kind!r}")
         sizes = self.cfg.resolved_sizes(d)
-        total = len(self.cfg.variants) * (1 + len(sizes) * len(self.cfg.methods))
+        stages = self.control_stages(sizes) if self.cfg.control else 0
+        total = len(self.cfg.variants) * (1 + stages + len(sizes) * len(self.cfg.methods))
         done = sum(1 for r in self.state.records if r["key"].split("/")[0] in ("full", *self.cfg.methods))
         self.bar = tqdm(total=total, initial=min(done, total), desc="sweep", unit="run")
         try:
@@ -317,6 +361,8 @@ class Sweep:
                 self.state.invocation["skipped"] += 1
             else:
                 self.evaluate("full", d, dense, dense_seconds, dense_seconds, dense_path, d)
+            if stages and not self.cfg.from_scratch:
+                self.control(stages, dense, dense_seconds, d)
             for method in self.cfg.methods:
                 if method == "prune":
                     self.pruned(sizes, dense, dense_seconds, d)

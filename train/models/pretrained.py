@@ -43,6 +43,8 @@ def load_pretrained_backbone(backbone: ViTBackbone, path: str | Path) -> dict[st
                 key = key[len(prefix):]
         state[key] = value
     own = backbone.state_dict()
+    if backbone.cfg.stem != "patch":  # a convolutional stem has no counterpart in a ViT checkpoint: it trains
+        state = {k: v for k, v in state.items() if not k.startswith("patch_embed.")}
     if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
         old_tokens = state["pos_embed"].shape[1] - 1
         side = int(round(old_tokens**0.5))

@@ -2,7 +2,8 @@
 
 State-dict keys are those of ``timm.models.vision_transformer.VisionTransformer`` (``cls_token``,
 ``pos_embed``, ``patch_embed.proj``, ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
-``norm``), so timm checkpoints load directly (see ``pretrained.py``). Every block knows statically
+``norm``), so timm checkpoints load directly (see ``pretrained.py``; with ``stem="conv"`` every key
+but the patch embedding's). Every block knows statically
 how many tokens it receives, which is what keeps exported shapes static under token dropping.
 """
 
@@ -47,6 +48,31 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+class ConvStem(nn.Module):
+    """3x3 stride-2 conv + BN + ReLU stages (log2(patch_size) of them, channels doubling from
+    ``width``), then a 1x1 projection to ``embed_dim``: the same token grid as a patch embedding."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, c = 3, cfg.stem_width
+        for _ in range(cfg.patch_size.bit_length() - 1):
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            c_in, c = c, c * 2
+        self.stages = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, cfg.embed_dim, 1)
+        self.num_patches = cfg.num_patches
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.stages(x)).flatten(2).transpose(1, 2)
+
+
+def build_stem(cfg: BackboneConfig) -> nn.Module:
+    if cfg.stem == "conv":
+        return ConvStem(cfg)
+    return PatchEmbed(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=3, embed_dim=cfg.embed_dim)
+
+
 class ViTBackbone(nn.Module):
     """Patch embedding + cls token + blocks + final norm. ``forward`` returns all tokens (B, T, d)."""
 
@@ -55,7 +81,7 @@ class ViTBackbone(nn.Module):
         cfg.validate()
         self.cfg = cfg
         d = cfg.embed_dim
-        self.patch_embed = PatchEmbed(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=3, embed_dim=d)
+        self.patch_embed = build_stem(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.num_patches, d))
         rates = [x.item() for x in torch.linspace(0, cfg.drop_path_rate, cfg.depth)]
@@ -91,7 +117,9 @@ class ViTBackbone(nn.Module):
 
 
 def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
+    if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    elif isinstance(m, nn.Linear):
         trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)

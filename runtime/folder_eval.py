@@ -8,6 +8,11 @@ backend's float embeddings before the gallery codec), so the cost of the codec i
 
 Query images with junk identity -1 are skipped (they are nobody); gallery junk and distractors
 (0) stay in, as the protocol requires.
+
+When the bundle's manifest holds an open-set threshold, ``open_set`` says what it does on these
+queries: a seeded half of the query identities is enrolled (their gallery entries kept), the other
+half is people the gallery does not know, and the true- and false-accept rates of the threshold are
+measured on the gallery codes' distances, as ``reid-runtime`` matches (``open_set.open_set_rates``).
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from typing import Any
 import numpy as np
 from edgereid.data.datasets import parse_market_dir
 
-from .codec import pairwise_distances
+from .codec import code_distance_to_float, pairwise_distances
 from .embedder import Embedder
 from .metrics import evaluate_all, squared_l2_distmat
 
-__all__ = ["evaluate_folders", "market_records"]
+__all__ = ["evaluate_folders", "market_records", "open_set_on_queries"]
 
 
 def market_records(folder: str | os.PathLike, skip_junk: bool) -> list[tuple[str, int, int]]:
@@ -58,8 +63,9 @@ def evaluate_folders(embedder: Embedder, query_dir: str, gallery_dir: str) -> di
     g_emb, g_codes, g_pids, g_cams, g_err = _embed(embedder, g_rec)
     if not len(q_pids) or not len(g_pids):
         raise ValueError(f"nothing to evaluate: {len(q_pids)} usable query and {len(g_pids)} usable gallery images")
+    code_d = pairwise_distances(q_codes, g_codes, embedder.spec)
     scores = {
-        "codes": evaluate_all(pairwise_distances(q_codes, g_codes, embedder.spec), q_pids, g_pids, q_cams, g_cams),
+        "codes": evaluate_all(code_d, q_pids, g_pids, q_cams, g_cams),
         "float": evaluate_all(squared_l2_distmat(q_emb, g_emb), q_pids, g_pids, q_cams, g_cams),
     }
     errors = q_err + g_err
@@ -74,6 +80,40 @@ def evaluate_folders(embedder: Embedder, query_dir: str, gallery_dir: str) -> di
         "gallery": int(len(g_pids)),
         "codes": dict(scores["codes"]),
         "float": dict(scores["float"]),
+        "open_set": open_set_on_queries(np.sqrt(np.maximum(code_distance_to_float(code_d, embedder.spec), 0.0)),
+                                        q_pids, g_pids, q_cams, g_cams, embedder.bundle.manifest.get("open_set")),
         "errors": len(errors),
         "error_list": errors,
     }
+
+
+def open_set_on_queries(dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_cams: np.ndarray,
+                        g_cams: np.ndarray, manifest_open_set: Any, enrolled_fraction: float = 0.5,
+                        seed: int = 0) -> dict[str, Any] | None:
+    """TAR/FAR of the manifest's threshold with a seeded half of the query identities enrolled
+    (None when the manifest has no threshold). ``dist``: Euclidean distances (Q, G).
+
+    Identities the threshold was calibrated on (the manifest's ``calibration_pids``: the export
+    calibrates on part of the gallery's people, who are also the queries') are left out of queries
+    and gallery alike, so the rates are measured on people the threshold never saw.
+    """
+    from .open_set import open_set_rates, split_enrolled
+
+    t = manifest_open_set.get("threshold") if isinstance(manifest_open_set, dict) else None
+    if not isinstance(t, (int, float)) or isinstance(t, bool):
+        return None
+    q_pids, g_pids, q_cams, g_cams = map(np.asarray, (q_pids, g_pids, q_cams, g_cams))
+    used = np.asarray(manifest_open_set.get("calibration_pids") or [], dtype=np.int64)
+    q_keep, g_keep = ~np.isin(q_pids, used), ~np.isin(g_pids, used)
+    left_out = len(np.intersect1d(q_pids, used))
+    if not q_keep.any():
+        return None
+    dist = np.asarray(dist)[q_keep][:, g_keep]
+    q_pids, q_cams, g_pids, g_cams = q_pids[q_keep], q_cams[q_keep], g_pids[g_keep], g_cams[g_keep]
+    enrolled = split_enrolled(q_pids, enrolled_fraction, seed)
+    rates = open_set_rates(dist, q_pids, g_pids, float(t), enrolled, q_cams, g_cams)
+    return {**rates, "target_false_accept_rate": manifest_open_set.get("target_false_accept_rate"),
+            "enrolled_identities": len(enrolled), "enrolled_fraction": enrolled_fraction, "seed": seed,
+            "calibration_identities_left_out": left_out,
+            "how": "query identities the threshold was not calibrated on, a seeded half of them enrolled (their "
+                   "gallery entries kept, the others' left out); distances between gallery codes"}
