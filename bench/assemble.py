@@ -17,6 +17,7 @@ from edgereid.data.atomic import write_text_atomic
 
 # Section files in reading order; any other .md in the folder follows, alphabetically.
 ORDER = ["baseline.md", "recipe.md", "compression.md", "pruning.md", "model_latency.md", "tensorrt.md", "search.md",
+         "search_avx2_proxy.md",
          "store.md", "demo.md", "pareto.md"]
 _IMAGE_LINK = re.compile(r"\]\((?:\./)?([^)/:]+\.(?:png|jpg|svg))\)")
 

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgereid.data.atomic import write_json_atomic
+from edgereid.data.json_file import read_json_object
 
 from .tables import BACKENDS, TARGETS
 
@@ -465,14 +466,9 @@ def load_bundle(path: str | os.PathLike, verify: bool | str = False) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"{root}: no {MANIFEST_NAME} (not an edgereid bundle)")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BundleError(f"{manifest_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{manifest_path}: not valid JSON: {exc.msg} at line {exc.lineno} "
-                          f"column {exc.colno}") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{manifest_path}: expected a JSON object at the top level, got {type(manifest).__name__}")
+        manifest = read_json_object(manifest_path, "a bundle manifest (a JSON object)")
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
     bundle = Bundle(root, manifest)
     if verify == "all":
         bundle.verify_all()

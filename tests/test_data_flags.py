@@ -93,3 +93,19 @@ def test_every_command_offers_the_option_fields_of_its_configs():
         for cfg in configs:
             missing = [f.name for f in option_fields(cfg) if f.name not in dests]
             assert not missing, (name, cfg.__name__, missing)
+
+
+def test_read_json_object_names_the_file_the_place_and_what_was_expected(tmp_path):
+    from edgereid.data.json_file import read_json_object
+
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert read_json_object(tmp_path / "ok.json") == {"a": 1}
+    (tmp_path / "bad.json").write_text('{\n  "a": 1,,\n}')
+    with pytest.raises(ValueError, match=r"bad.json: not valid JSON \(.* line 2 column 10\); expected a config"):
+        read_json_object(tmp_path / "bad.json", "a config")
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(ValueError, match="list.json: expected a JSON object, got a JSON list"):
+        read_json_object(tmp_path / "list.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
+    with pytest.raises(ValueError, match="latin1.json: not UTF-8 text"):
+        read_json_object(tmp_path / "latin1.json")

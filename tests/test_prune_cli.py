@@ -187,10 +187,10 @@ def test_report_split_file_errors_name_the_file(tmp_path):
 
     assert read_split_metrics(tmp_path, "missing.json") == {"rank1": None, "mAP": None}
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json: not an `edgereid eval` JSON"):
+    with pytest.raises(ValueError, match=r"bad.json: not valid JSON \(.* line 1 column 2\); expected an `edgereid eval` JSON"):
         read_split_metrics(tmp_path, "bad.json")
     (tmp_path / "list.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="list.json: expected a JSON object"):
+    with pytest.raises(ValueError, match="list.json: expected an `edgereid eval` JSON object .*, got a JSON list"):
         read_split_metrics(tmp_path, "list.json")
     (tmp_path / "ok.json").write_text(json.dumps({"rank1": 0.25, "mAP": 0.2, "data": "d"}))
     assert read_split_metrics(tmp_path, "ok.json")["mAP"] == 0.2

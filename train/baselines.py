@@ -15,7 +15,6 @@ demo report and ``edgereid baseline`` use it without torch.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgereid.data.atomic import write_json_atomic
+from edgereid.data.json_file import read_json_object
 
 FORMAT = "edgereid-baselines"
 
@@ -81,12 +81,7 @@ def write_baselines(path: str | Path, doc: dict[str, Any]) -> Path:
 def read_baselines(path: str | Path) -> dict[str, dict[str, Any]]:
     """``{kind: metrics}`` from a ``baselines.json`` (or an older single colour-histogram result file)."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    doc = read_json_object(path, "a baselines JSON object (written by `edgereid baseline --out`)")
     if doc.get("format") == FORMAT:
         results = doc.get("baselines")
         if not isinstance(results, dict):

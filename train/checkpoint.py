@@ -6,11 +6,11 @@ with no code from the run that produced it. No pickle: weights are safetensors.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from edgereid.data.atomic import atomic_path, write_json_atomic
+from edgereid.data.json_file import read_json_object
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
@@ -38,10 +38,7 @@ def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
     path = Path(ckpt_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint folder (missing {CONFIG}; expected {CONFIG} + {WEIGHTS})")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc})") from None
+    data = read_json_object(path, "a checkpoint config (JSON object with a 'model' field)")
     if "model" not in data:
         raise ValueError(f"{path}: missing the 'model' field")
     return data

@@ -13,9 +13,8 @@ command ``edgereid baseline`` (``baselines.py``) runs it beside the raw-pixel ba
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,29 +96,12 @@ def run_baseline(dataset_name: str, root: str | Path, out: str | Path | None = N
     Returns rank1/rank5/rank10/mAP/mINP (fractions in 0..1) plus the data set sizes, the config
     and the run time.
     """
-    from edgereid.data import build_dataset
-    from edgereid.runtime.metrics import evaluate_all
+    from .baseline_protocol import score_baseline
 
     cfg = cfg or HistogramConfig()
     cfg.validate()
-    t0 = time.perf_counter()
-    ds = build_dataset(dataset_name, root)
-    qf = features([r[0] for r in ds.query], cfg)
-    gf = features([r[0] for r in ds.gallery], cfg)
-    distmat = euclidean_distmat(qf, gf)
-    q_pids, q_cams = (np.asarray([r[i] for r in ds.query]) for i in (1, 2))
-    g_pids, g_cams = (np.asarray([r[i] for r in ds.gallery]) for i in (1, 2))
-    metrics = evaluate_all(distmat, q_pids, g_pids, q_cams, g_cams)
-    result = {
-        "method": "colour_histogram",
-        **metrics,
-        "dataset": dataset_name,
-        "data": str(root),
-        "num_query": len(ds.query),
-        "num_gallery": len(ds.gallery),
-        "config": asdict(cfg),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    result = score_baseline("colour_histogram", dataset_name, root, cfg,
+                            lambda q, g: euclidean_distmat(features(q, cfg), features(g, cfg)))
     if out is not None:
         write_json_atomic(out, result)
     return result

@@ -14,9 +14,8 @@ query x gallery distance matrix, never the whole gallery's pixels.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,24 +77,8 @@ def distmat(query_paths: Sequence[str], gallery_paths: Sequence[str], cfg: Pixel
 
 def run_pixel_baseline(dataset_name: str, root: str | Path, cfg: PixelConfig | None = None) -> dict:
     """Evaluate the baseline on ``build_dataset(dataset_name, root)``: rank1/5/10, mAP, mINP, sizes, config."""
-    from edgereid.data import build_dataset
-    from edgereid.runtime.metrics import evaluate_all
+    from .baseline_protocol import score_baseline
 
     cfg = cfg or PixelConfig()
     cfg.validate()
-    t0 = time.perf_counter()
-    ds = build_dataset(dataset_name, root)
-    d = distmat([r[0] for r in ds.query], [r[0] for r in ds.gallery], cfg)
-    q_pids, q_cams = (np.asarray([r[i] for r in ds.query]) for i in (1, 2))
-    g_pids, g_cams = (np.asarray([r[i] for r in ds.gallery]) for i in (1, 2))
-    metrics = evaluate_all(d, q_pids, g_pids, q_cams, g_cams)
-    return {
-        "method": "raw_pixels",
-        **metrics,
-        "dataset": dataset_name,
-        "data": str(root),
-        "num_query": len(ds.query),
-        "num_gallery": len(ds.gallery),
-        "config": asdict(cfg),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    return score_baseline("raw_pixels", dataset_name, root, cfg, lambda q, g: distmat(q, g, cfg))

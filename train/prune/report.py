@@ -21,12 +21,12 @@ one panel per split.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from edgereid.data.atomic import write_text_atomic
+from edgereid.data.json_file import read_json_object
 from edgereid.runtime.timing import latency_stats, time_calls
 
 from ..checkpoint import load_model, read_config, write_json_atomic
@@ -87,12 +87,7 @@ def read_split_metrics(ckpt: Path, filename: str) -> dict[str, float | None]:
     path = Path(ckpt) / filename
     if not path.is_file():
         return {"rank1": None, "mAP": None}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not an `edgereid eval` JSON file ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with rank1 / mAP, got {type(data).__name__}")
+    data = read_json_object(path, "an `edgereid eval` JSON object with rank1 / mAP")
     return {"rank1": data.get("rank1"), "mAP": data.get("mAP"), "file": str(path), "data": data.get("data")}
 
 
