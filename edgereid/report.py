@@ -191,8 +191,9 @@ def to_markdown(rows: list[dict[str, Any]], baselines: dict[str, dict[str, Any]]
         lines += ["", *verdicts(rows, baselines)]
     open_rows = [r for r in rows if r.get("open_set")]
     if open_rows:
-        lines += ["", "Open set (`reid-runtime` match/unknown decisions at the bundle's threshold; a seeded half of "
-                  "the query identities enrolled, the others are people the gallery does not know):", "",
+        lines += ["", "Open set (`reid-runtime` match/unknown decisions at the bundle's threshold, measured on the "
+                  "query identities the threshold was not calibrated on: a seeded half of them enrolled, the others "
+                  "are people the gallery does not know):", "",
                   "| model | threshold | target false-accept rate (calibrated on) | true-accept rate | "
                   "misidentified | false-accept rate |", "|---|---:|---:|---:|---:|---:|"]
         for r in open_rows:

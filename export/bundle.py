@@ -313,6 +313,7 @@ def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
     if int8_graphs and dataset is not None and opts.evaluate:
         accuracy = _accuracy(dataset, spec_in, reference, float_graphs, int8_graphs, batch, codes, graph_scale,
                              opts)
+        default = default_within_budget(default, artifacts, accuracy)
 
     # 7. manifest ---------------------------------------------------------------------------
     writer = BundleWriter(root, input=spec_in, embedding=embedding, model=_model_section(model), target=opts.target)
@@ -339,6 +340,25 @@ def _build(model, dataset, root: Path, opts: ExportOptions) -> None:
             entry = build_engine(root, cfg)
             _log(f"built {entry['name']} from {cfg.source_artifact} with {entry['library']} "
                  f"{entry['library_version']} in {entry['build']['seconds']} s ({entry['built_for']})")
+
+
+def default_within_budget(default: str | None, artifacts: list, accuracy: dict[str, Any]) -> str | None:
+    """The target's preferred default artifact, unless its measured accuracy is out of the int8 budget:
+    then the float artifact of the same backend (else the first float one), with a warning.
+
+    ``artifacts``: (name, backend, precision, files, extra) tuples; ``accuracy``: name -> result with
+    ``within_budget`` (int8 artefacts measured by ``_accuracy``).
+    """
+    if default is None or (accuracy.get(default) or {}).get("within_budget", True):
+        return default
+    backend = next((a[1] for a in artifacts if a[0] == default), None)
+    floats = [a[0] for a in artifacts if a[2] == "fp32"]
+    same_backend = [a[0] for a in artifacts if a[2] == "fp32" and a[1] == backend]
+    pick = (same_backend or floats or [default])[0]
+    if pick != default:
+        log.warning(f"{default} is out of the accuracy budget ({accuracy[default].get('mAP_drop_points', float('nan')):.2f} mAP "
+                    f"points lost): the bundle's default artifact is {pick}")
+    return pick
 
 
 def _parity(reference, px: np.ndarray, float_graphs: dict, int8_graphs: dict, batch: int | None,

@@ -178,3 +178,16 @@ def test_runtime_choice_on_the_exported_bundle_follows_its_recorded_accuracy(cpu
     if choice.how == "measured":
         assert all(c.score_ms > 0 for c in choice.candidates if c.eligible)
         assert choice.cache_path.startswith(str(copy / "runtime-cache"))
+
+
+def test_an_int8_default_out_of_the_accuracy_budget_falls_back_to_its_float_artifact():
+    from edgereid.export.bundle import default_within_budget
+
+    arts = [("onnx-fp32", "onnxruntime", "fp32", {}, {}), ("onnx-int8-qdq", "onnxruntime", "int8", {}, {}),
+            ("openvino-fp32", "openvino", "fp32", {}, {}), ("openvino-int8", "openvino", "int8", {}, {})]
+    ok = {"openvino-int8": {"within_budget": True, "mAP_drop_points": 0.2}}
+    bad = {"openvino-int8": {"within_budget": False, "mAP_drop_points": 18.2}}
+    assert default_within_budget("openvino-int8", arts, ok) == "openvino-int8"
+    assert default_within_budget("openvino-int8", arts, bad) == "openvino-fp32"  # same backend, float
+    assert default_within_budget("openvino-int8", arts, {}) == "openvino-int8"  # not measured (no --data)
+    assert default_within_budget("onnx-int8-qdq", arts[:2], {"onnx-int8-qdq": {"within_budget": False}}) == "onnx-fp32"
