@@ -356,8 +356,9 @@ def default_within_budget(default: str | None, artifacts: list, accuracy: dict[s
     same_backend = [a[0] for a in artifacts if a[2] == "fp32" and a[1] == backend]
     pick = (same_backend or floats or [default])[0]
     if pick != default:
-        log.warning(f"{default} is out of the accuracy budget ({accuracy[default].get('mAP_drop_points', float('nan')):.2f} mAP "
-                    f"points lost): the bundle's default artifact is {pick}")
+        lost = accuracy[default].get("mAP_drop_points", float("nan"))
+        log.warning(f"{default} is out of the accuracy budget ({lost:.2f} mAP points lost): the bundle's default "
+                    f"artifact is {pick}")
     return pick
 
 

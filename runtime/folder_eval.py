@@ -10,9 +10,10 @@ Query images with junk identity -1 are skipped (they are nobody); gallery junk a
 (0) stay in, as the protocol requires.
 
 When the bundle's manifest holds an open-set threshold, ``open_set`` says what it does on these
-queries: a seeded half of the query identities is enrolled (their gallery entries kept), the other
-half is people the gallery does not know, and the true- and false-accept rates of the threshold are
-measured on the gallery codes' distances, as ``reid-runtime`` matches (``open_set.open_set_rates``).
+queries: the identities the threshold was calibrated on (``open_set.calibration_pids``) are left
+out, a seeded half of the others is enrolled (their gallery entries kept), the rest are people the
+gallery does not know, and the true- and false-accept rates of the threshold are measured on the
+gallery codes' distances, as ``reid-runtime`` matches (``open_set.open_set_rates``).
 """
 
 from __future__ import annotations
