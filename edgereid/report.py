@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgereid.data.atomic import write_json_atomic, write_text_atomic
+from edgereid.data.json_file import read_json_object
 
 DEFAULT_MODELS = "dense,control,compressed,pruned"
 LABELS = {"dense": "dense", "control": "dense control (same fine-tuning, nothing compressed)",
@@ -46,11 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when a step did not write it (or wrote something else)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json_object(path)
+    except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _own_epochs(work: Path, name: str) -> int | None:
